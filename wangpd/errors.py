@@ -1,0 +1,80 @@
+"""One exception tree: every error says what went wrong, where, and what to do."""
+
+from __future__ import annotations
+
+from wangpd import protocol
+
+
+class WangpError(Exception):
+    """Base of every error wangpd raises on purpose.
+
+    ``rpc_code`` is the JSON-RPC error code the control socket answers with.
+    """
+
+    default_message = "wangpd error"
+    rpc_code = protocol.INTERNAL_ERROR
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(WangpError):
+    """The configuration cannot be used; the message names the file, key (and line when known)."""
+
+    default_message = "bad configuration"
+    rpc_code = protocol.CONFIG_ERROR
+
+
+class InvalidParams(WangpError):
+    default_message = "invalid parameters"
+    rpc_code = protocol.INVALID_PARAMS
+
+
+class NotFound(WangpError):
+    default_message = "not found"
+    rpc_code = protocol.NOT_FOUND
+
+
+class BadState(WangpError):
+    default_message = "not allowed in this state"
+    rpc_code = protocol.BAD_STATE
+
+
+class Forbidden(WangpError):
+    default_message = "this user may only read; ask the admin to add you to the wangpd group"
+    rpc_code = protocol.FORBIDDEN
+
+
+class DiskFull(WangpError):
+    default_message = "disk full"
+    rpc_code = protocol.DISK_FULL
+
+
+class Unavailable(WangpError):
+    default_message = "not available"
+    rpc_code = protocol.UNAVAILABLE
+
+
+class AlreadyRunning(WangpError):
+    default_message = "another wangpd is already listening on this socket"
+
+
+class DefinitionError(WangpError):
+    """A Wan2GP model definition cannot be resolved; fails that model only."""
+
+    default_message = "bad model definition"
+
+
+class TransferError(WangpError):
+    """A download failed. ``retryable`` says whether trying again may help."""
+
+    default_message = "download failed"
+
+    def __init__(self, message: str | None = None, *, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
