@@ -20,6 +20,7 @@ __all__ = [
     "METHODS",
     "MUTATING_METHODS",
     "RPC_PATH",
+    "client_socket_candidates",
     "default_socket_path",
 ]
 
@@ -110,3 +111,15 @@ def default_socket_path(environ: dict[str, str] | None = None) -> Path:
     if xdg:
         return Path(xdg) / "wangpd" / "wangpd.sock"
     return Path(f"/tmp/wangpd-{os.getuid()}") / "wangpd.sock"
+
+
+SYSTEM_SOCKET = Path("/run/wangpd/wangpd.sock")  # RuntimeDirectory=wangpd of the system unit
+
+
+def client_socket_candidates(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where a client looks, in order: $WANGPCTL_SOCKET, the per-user default, the system service's socket."""
+    env = os.environ if environ is None else environ
+    if env.get("WANGPCTL_SOCKET"):
+        return [Path(env["WANGPCTL_SOCKET"])]
+    candidates = [default_socket_path({k: v for k, v in env.items() if k != "RUNTIME_DIRECTORY"}), SYSTEM_SOCKET]
+    return list(dict.fromkeys(candidates))

@@ -1,0 +1,1 @@
+"""wangpctl: the control CLI of wangpd. Imports nothing from the daemon but ``wangpd.protocol``."""

@@ -1,0 +1,3 @@
+from wangpctl.cli import main
+
+main()

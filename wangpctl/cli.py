@@ -1,0 +1,415 @@
+"""``wangpctl``: control a running wangpd.
+
+Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 the daemon is not running.
+Every command takes ``--json`` (machine-readable output, schema in docs/json-schema.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wangpctl import fmt
+from wangpctl.client import Client, DaemonNotRunning, RpcError
+from wangpd import protocol
+
+__all__ = ["cli", "main"]
+
+
+class Ctx:
+    def __init__(self, socket_path: str | None, as_json: bool) -> None:
+        self.socket_path = Path(socket_path) if socket_path else None
+        self.as_json = as_json
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.socket_path)
+        return self._client
+
+    def call(self, method: str, **params: Any) -> Any:
+        try:
+            return self.client.call(method, params)
+        except DaemonNotRunning as exc:
+            click.echo(f"wangpctl: {exc}", err=True)
+            sys.exit(protocol.EXIT_NOT_RUNNING)
+        except RpcError as exc:
+            if self.as_json:
+                click.echo(json.dumps({"error": {"code": exc.code, "message": exc.message}}))
+            else:
+                click.echo(f"wangpctl: {exc.message}", err=True)
+            sys.exit(protocol.EXIT_DAEMON_ERROR)
+
+    def out(self, result: Any, human: Callable[[Any], str | None]) -> None:
+        if self.as_json:
+            click.echo(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            text = human(result)
+            if text:
+                click.echo(text)
+
+    @property
+    def colour(self) -> bool:
+        return fmt.use_colour()
+
+
+def command(group: click.Group, name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """A subcommand with ``--json`` and the shared context, so every command speaks JSON the same way."""
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        @functools.wraps(function)
+        def wrapper(*args: Any, as_json: bool = False, **params: Any) -> Any:
+            ctx: Ctx = click.get_current_context().find_object(Ctx)  # type: ignore[assignment]
+            ctx.as_json = ctx.as_json or as_json
+            return function(ctx, *args, **params)
+
+        wrapper = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(wrapper)
+        return group.command(name, **kwargs)(wrapper)
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar="WANGPCTL_SOCKET",
+    metavar="PATH",
+    help="The daemon's socket (default: $XDG_RUNTIME_DIR/wangpd/wangpd.sock, then /run/wangpd/wangpd.sock).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.version_option(package_name="wangpd", prog_name="wangpctl")
+@click.pass_context
+def cli(ctx: click.Context, socket_path: str | None, as_json: bool) -> None:
+    """Control wangpd, the Wan2GP model download daemon.
+
+    \b
+    Seed habits: `hfqueue.py --status` is `wangpctl status`, `--clear` is `wangpctl clear`.
+    Exit codes: 0 ok, 1 daemon error, 2 usage, 3 daemon not running.
+    """
+    ctx.obj = Ctx(socket_path, as_json)
+
+
+# ---- status ------------------------------------------------------------------------------------------------------
+
+
+def _render_status(status: dict[str, Any]) -> str:
+    c = fmt.use_colour()
+    counts = status["counts"]
+    limit = status["limit"]
+    lines = [
+        f"wangpd {status['version']}  {fmt.colour(status['state'], 'yellow' if status['paused'] else 'green', c)}"
+        f"  (pid {status['pid']}, up {fmt.duration(status['uptime'])})",
+        "queue       "
+        + "  ".join(
+            f"{label} {fmt.colour(str(counts[key]), fmt.STATE_COLOURS.get(key), c and counts[key] > 0)}"
+            for label, key in (
+                ("pending", "queued"),
+                ("downloading", "downloading"),
+                ("complete", "complete"),
+                ("failed", "failed"),
+                ("needs approval", "needs_approval"),
+                ("paused", "paused"),
+            )
+        ),
+        f"speed       {fmt.rate(status['speed'], '0 B/s')}   limit {fmt.rate(limit['limit'])} ({limit['source']}"
+        + (f", next change {limit['next_change'][11:16]}" if limit.get("next_change") else "")
+        + ")",
+        f"remaining   {fmt.bytes_(status['remaining_bytes'])}   "
+        f"eta {fmt.eta(status['remaining_bytes'], status['speed'])}",
+        f"disk free   Wan2GP {fmt.bytes_(status['disk_free']['wan2gp'])}   HF cache "
+        f"{fmt.bytes_(status['disk_free']['hf_cache'])}",
+    ]
+    watcher = status.get("watcher") or {}
+    if watcher:
+        lines.append(
+            f"watcher     {watcher.get('state')}" + (f" ({watcher['reason']})" if watcher.get("reason") else "")
+        )
+    policy = status.get("auto_queue")
+    if policy:
+        lines.append(
+            f"auto-queue  track {policy['track']}, new models {policy['new_models']}, cap "
+            f"{fmt.bytes_(policy['max_auto_bytes'])}"
+            + (", approval required" if policy.get("require_approval") else "")
+        )
+    for batch, info in (status.get("batches") or {}).items():
+        lines.append(
+            f"approval    batch {batch or '-'}: {info['jobs']} files, {fmt.bytes_(info['bytes'])} "
+            f"(wangpctl approve {batch} / wangpctl reject {batch})"
+        )
+    lines.append(f"wan2gp      {status['wan2gp_directory']}")
+    for error in status.get("last_errors") or []:
+        when = time.strftime("%H:%M:%S", time.localtime(error["time"]))
+        job = f"job {error['id']}: " if error.get("id") else ""
+        lines.append(fmt.colour(f"error       {when} {job}{error['message']}", "red", c))
+    return "\n".join(lines)
+
+
+@command(cli)
+def status(ctx: Ctx) -> None:
+    """Daemon state, queue counts, speed and limit (the seed's `hfqueue.py --status`)."""
+    ctx.out(ctx.call("status"), _render_status)
+
+
+@command(cli)
+def version(ctx: Ctx) -> None:
+    """Versions of wangpctl and the running daemon."""
+    from importlib.metadata import version as package_version
+
+    result = ctx.call("version")
+    result["client"] = package_version("wangpd")
+    ctx.out(result, lambda r: f"wangpctl {r['client']}\nwangpd   {r['version']} (protocol {r['protocol']})")
+
+
+# ---- queue -------------------------------------------------------------------------------------------------------
+
+
+def _job_rows(jobs: list[dict[str, Any]], c: bool) -> list[list[str]]:
+    rows = []
+    for job in jobs:
+        size = job["size"]
+        done = job["bytes_done"]
+        if job["state"] == "complete":
+            progress = "100%"
+        elif size:
+            progress = f"{100 * done / size:.0f}%"
+        else:
+            progress = "-"
+        remaining = (size - done) if size else None
+        models = ",".join(job["wanted_by"][:2]) + ("+" if len(job["wanted_by"]) > 2 else "")
+        reason = job["last_error"] or (job["source"] and f"via {job['source']}") or ""
+        rows.append(
+            [
+                str(job["id"]),
+                fmt.colour(job["state"], fmt.STATE_COLOURS.get(job["state"]), c),
+                progress,
+                fmt.bytes_(size) if size else "?",
+                fmt.rate(job["speed"], "-") if job["state"] == "downloading" else "-",
+                fmt.eta(remaining, job["speed"]) if job["state"] == "downloading" else "-",
+                os.path.basename(job["target"]),
+                models or "-",
+                reason[:60],
+            ]
+        )
+    return rows
+
+
+@command(cli)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATE",
+    help="Only this state (repeatable): queued, downloading, complete, failed, needs_approval, paused, "
+    "cancelled, or active / pending / finished.",
+)
+@click.option("--model", metavar="TYPE", help="Only files wanted by this model type.")
+@click.option("--limit", "page_size", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+def queue(ctx: Ctx, states: tuple[str, ...], model: str | None, page_size: int, offset: int) -> None:
+    """The download queue: id, state, progress, size, speed, ETA, file, models, reason."""
+    result = ctx.call("queue.list", state=list(states) or None, model=model, limit=page_size, offset=offset)
+
+    def human(r: dict[str, Any]) -> str:
+        if not r["jobs"]:
+            return "queue is empty" if not states and not model else "no matching jobs"
+        headers = ["ID", "STATE", "DONE", "SIZE", "SPEED", "ETA", "FILE", "MODELS", "REASON"]
+        text = fmt.table(headers, _job_rows(r["jobs"], ctx.colour), right=(0, 2, 3, 4))
+        shown = r["offset"] + len(r["jobs"])
+        if shown < r["total"] or r["offset"]:
+            text += f"\n{r['offset'] + 1}-{shown} of {r['total']} (--offset {shown} for more)"
+        return text
+
+    ctx.out(result, human)
+
+
+@command(cli)
+@click.argument("what", nargs=-1, required=True)
+@click.option("--target", metavar="PATH", help="For a URL: where in the Wan2GP folder (default ckpts/<name>).")
+@click.option("--priority", type=int, default=0, help="Higher runs first.")
+@click.option("--all-variants", is_flag=True, help="For model types: every variant, not only Wan2GP's choice.")
+@click.option("--dry-run", is_flag=True, help="For model types: say what would be queued, queue nothing.")
+def add(ctx: Ctx, what: tuple[str, ...], target: str | None, priority: int, all_variants: bool, dry_run: bool) -> None:
+    """Queue model types (their missing files) or single files by HuggingFace URL.
+
+    \b
+    wangpctl add t2v i2v_2_2           # the missing files of two models
+    wangpctl add 'vace_*' --dry-run    # what it would cost
+    wangpctl add https://huggingface.co/Org/Repo/resolve/main/file.safetensors
+    """
+    urls = [item for item in what if "://" in item]
+    models = [item for item in what if "://" not in item]
+    results: dict[str, Any] = {}
+    if urls:
+        if dry_run:
+            raise click.UsageError("--dry-run applies to model types, not URLs")
+        results["files"] = [ctx.call("queue.add", url=url, target=target, priority=priority) for url in urls]
+    if models:
+        results["models"] = ctx.call(
+            "models.add", types=models, all_variants=all_variants, dry_run=dry_run, priority=priority
+        )
+
+    def human(r: dict[str, Any]) -> str:
+        lines = []
+        for item in r.get("files", []):
+            job = item["job"]
+            verb = "queued" if item["created"] else f"already {job['state']}"
+            lines.append(f"{verb}: job {job['id']} {job['repo'] or job['url']} {job['path']} -> {job['target']}")
+        if "models" in r:
+            m = r["models"]
+            verb = "would queue" if m.get("dry_run") else "queued"
+            lines.append(
+                f"{verb} {m['files']} files, {fmt.bytes_(m['bytes'])}"
+                + (f" ({m['unknown_size']} of unknown size)" if m.get("unknown_size") else "")
+                + f" for {', '.join(m['models'])}"
+            )
+            for error in m.get("errors", []):
+                lines.append(f"error: {error}")
+        return "\n".join(lines)
+
+    ctx.out(results, human)
+
+
+@command(cli)
+@click.argument("which", type=click.Choice(["complete", "failed", "all"]), default="complete")
+def clear(ctx: Ctx, which: str) -> None:
+    """Remove finished jobs from the list (complete, failed+cancelled, or all finished). Files stay."""
+    ctx.out(ctx.call("queue.clear", which=which), lambda r: f"removed {r['removed']} {which} job(s)")
+
+
+def _job_verb(method: str, past: str) -> Callable[[Ctx, str], None]:
+    def run(ctx: Ctx, job: str) -> None:
+        ctx.out(ctx.call(method, id=job), lambda r: f"job {r['id']} {past} ({r['state']})")
+
+    return run
+
+
+@command(cli)
+@click.argument("job", required=False)
+def pause(ctx: Ctx, job: str | None) -> None:
+    """Pause one job, or every download when no JOB is given (partial files are kept)."""
+    if job:
+        _job_verb("job.pause", "paused")(ctx, job)
+    else:
+        ctx.out(ctx.call("pause"), lambda r: "all downloads paused")
+
+
+@command(cli)
+@click.argument("job", required=False)
+def resume(ctx: Ctx, job: str | None) -> None:
+    """Resume one paused job, or all downloads when no JOB is given."""
+    if job:
+        _job_verb("job.resume", "resumed")(ctx, job)
+    else:
+        ctx.out(ctx.call("resume"), lambda r: "downloads resumed")
+
+
+@command(cli)
+@click.argument("job")
+def cancel(ctx: Ctx, job: str) -> None:
+    """Cancel a job (its partial file is kept in the HF cache for a later retry)."""
+    _job_verb("job.cancel", "cancelled")(ctx, job)
+
+
+@command(cli)
+@click.argument("job")
+def retry(ctx: Ctx, job: str) -> None:
+    """Queue a failed or cancelled job again."""
+    _job_verb("job.retry", "queued again")(ctx, job)
+
+
+@cli.group()
+def job() -> None:
+    """One job: show, pause, resume, cancel, retry, priority."""
+
+
+@command(job, "show")
+@click.argument("job_id", metavar="JOB")
+def job_show(ctx: Ctx, job_id: str) -> None:
+    """Every field of one job."""
+    ctx.out(ctx.call("job.show", id=job_id), lambda r: "\n".join(f"{k:12} {v}" for k, v in r.items()))
+
+
+@command(job, "pause")
+@click.argument("job_id", metavar="JOB")
+def job_pause(ctx: Ctx, job_id: str) -> None:
+    """Pause one job."""
+    _job_verb("job.pause", "paused")(ctx, job_id)
+
+
+@command(job, "resume")
+@click.argument("job_id", metavar="JOB")
+def job_resume(ctx: Ctx, job_id: str) -> None:
+    """Resume one paused job."""
+    _job_verb("job.resume", "resumed")(ctx, job_id)
+
+
+@command(job, "cancel")
+@click.argument("job_id", metavar="JOB")
+def job_cancel(ctx: Ctx, job_id: str) -> None:
+    """Cancel one job."""
+    _job_verb("job.cancel", "cancelled")(ctx, job_id)
+
+
+@command(job, "retry")
+@click.argument("job_id", metavar="JOB")
+def job_retry(ctx: Ctx, job_id: str) -> None:
+    """Queue a failed or cancelled job again."""
+    _job_verb("job.retry", "queued again")(ctx, job_id)
+
+
+@command(job, "priority")
+@click.argument("job_id", metavar="JOB")
+@click.argument("where", metavar="top|bottom|N")
+def job_priority(ctx: Ctx, job_id: str, where: str) -> None:
+    """Move a job: top, bottom, or a number (higher runs first)."""
+    if where not in ("top", "bottom") and not where.lstrip("-").isdigit():
+        raise click.BadParameter("must be top, bottom or a whole number", param_hint="WHERE")
+    value: str | int = where if where in ("top", "bottom") else int(where)
+    ctx.out(ctx.call("job.priority", id=job_id, where=value), lambda r: f"job {r['id']} priority {r['priority']}")
+
+
+# ---- limit, reload ------------------------------------------------------------------------------------------------
+
+
+def _render_limit(r: dict[str, Any]) -> str:
+    text = f"limit {fmt.rate(r['limit'])} ({r['source']})"
+    if r.get("next_change"):
+        text += f"; schedule switches at {r['next_change'][:16].replace('T', ' ')}"
+    days = "MTWTFSS"
+    for window in r.get("schedule") or []:
+        mask = "".join(days[i] if i in window["days"] else "-" for i in range(7))
+        text += f"\n  {mask} {window['from']}-{window['to']} {fmt.rate(window['limit'])}"
+    return text
+
+
+@command(cli)
+@click.argument("rate", required=False)
+def limit(ctx: Ctx, rate: str | None) -> None:
+    """Show or set the total bandwidth: 20MiB/s, 90MB/s, 400Mbit/s, off (unlimited), default (config/schedule).
+
+    A limit set here holds until the next schedule edge (or for good without a schedule), across restarts."""
+    if rate is None:
+        ctx.out(ctx.call("limit.get"), _render_limit)
+    else:
+        ctx.out(ctx.call("limit.set", rate=rate), _render_limit)
+
+
+@command(cli)
+def reload(ctx: Ctx) -> None:
+    """Re-read the daemon's config file (transfers keep running). Synchronous: systemd's ExecReload uses it."""
+    ctx.out(ctx.call("reload"), lambda r: "reloaded" + (f": {', '.join(r['changes'])}" if r["changes"] else ""))
+
+
+def main() -> None:
+    """Console entry point; click's usage errors exit 2."""
+    cli(prog_name="wangpctl")

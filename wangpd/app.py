@@ -1,0 +1,306 @@
+"""Wiring: the one module that knows every part. ``startup -> serve -> shutdown``, signals, systemd, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import grp
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from wangpd import __version__
+from wangpd.config import Config, load_config
+from wangpd.control import Control, disk_free
+from wangpd.errors import InvalidParams
+from wangpd.events import EventBus
+from wangpd.notify import Notifier
+from wangpd.rpc import AccessPolicy, RpcServer
+from wangpd.schedule import effective_limit
+from wangpd.store import Job, Store
+from wangpd.units import format_rate
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger("wangpd")
+
+
+class Daemon:
+    """One running wangpd. Built from a checked Config; :meth:`run` serves until SIGTERM/SIGINT or :meth:`stop`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.events = EventBus()
+        self.notifier = Notifier(dict(config.environ))
+        self.store: Store = None  # type: ignore[assignment]  # opened in startup(), before anything uses it
+        self.control = Control(self)
+        self.rpc: RpcServer | None = None
+        self.engine: Any = None
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.paused = False
+        self.manual_limit: tuple[int, float] | None = None
+        self.limit_rate = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._signals = 0
+        self.listening = ""
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until asked to stop. Returns the process exit code."""
+        await self.startup()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def startup(self) -> None:
+        cfg = self.config
+        self.store = Store.open(cfg.daemon.db_path)
+        recovered = self.store.recover()
+        for job in recovered:
+            log.info(
+                "job %d (%s) was downloading when wangpd stopped; queued again, resumes from its part",
+                job.id,
+                Path(job.target).name,
+            )
+        self.paused = bool(self.store.get_setting("paused", False))
+        manual = self.store.get_setting("manual_limit")
+        self.manual_limit = (int(manual[0]), float(manual[1])) if manual else None
+        self._apply_limit()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+        gid = grp.getgrnam(cfg.daemon.socket_group).gr_gid if cfg.daemon.socket_group else None
+        self.rpc = RpcServer(
+            self.control, self.events, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.read_only_others)
+        )
+        self.listening = await self.rpc.start(cfg.daemon.socket, gid, dict(cfg.environ))
+        log.info(
+            "wangpd %s listening on %s (%s); queue %s; Wan2GP %s",
+            __version__,
+            cfg.daemon.socket,
+            self.listening,
+            cfg.daemon.db_path,
+            cfg.wan2gp.directory,
+        )
+        # READY only now: the store is recovered and the socket answers, so `systemctl start` returning means
+        # `wangpctl status` works.
+        self.notifier.ready(self.status_line())
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        if self.notifier.watchdog_interval:
+            self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+        self.events.publish("started", version=__version__)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        if self.engine is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.engine.stop(), self.config.daemon.shutdown_timeout)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.rpc is not None:
+            await self.rpc.stop()
+        if self.store is not None:
+            self.store.close()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        log.info("stopped")
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            log.warning("second interrupt: exiting now")
+            os._exit(130)
+        log.info("%s received: finishing", signal.Signals(signum).name)
+        self.stop()
+
+    def _on_reload_signal(self) -> None:
+        async def reload() -> None:
+            try:
+                await self.reload()
+            except Exception as exc:  # a bad config on SIGHUP: keep running on the old one
+                log.error("reload refused: %s", exc)
+
+        self._tasks.append(asyncio.create_task(reload(), name="reload"))
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file. Raises ConfigError (old config kept). Returns what changed."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.path, environ=self.config.environ)
+        except Exception:
+            self.notifier.ready(self.status_line())
+            raise
+        changes = _diff(self.config, new)
+        if new.daemon.socket != self.config.daemon.socket:
+            changes.append("daemon.socket changed: takes effect after a restart")
+        self.config = new
+        self._apply_limit()
+        if self.engine is not None:
+            self.engine.reconfigure(new)
+        log.info("config reloaded from %s: %s", new.path, ", ".join(changes) or "no changes")
+        self.events.publish("reloaded", changes=changes)
+        self.notifier.ready(self.status_line())
+        return changes
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.daemon.status_interval)
+            self._apply_limit()  # schedule windows switch here
+            self.notifier.status(self.status_line())
+            totals = self.store.totals()
+            self.events.publish(
+                "status",
+                counts=self.store.counts(),
+                speed=totals["speed"],
+                remaining_bytes=totals["remaining_bytes"],
+                paused=self.paused,
+            )
+
+    async def _watchdog_loop(self) -> None:
+        # Pinged from the event loop itself: if the loop blocks, the pings stop and systemd restarts us.
+        assert self.notifier.watchdog_interval
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(self.notifier.watchdog_interval)
+
+    # ---- state the control surface reads and changes --------------------------------------------------------------
+
+    def status_line(self) -> str:
+        counts = self.store.counts()
+        speed = self.store.totals()["speed"]
+        state = "paused" if self.paused else "running"
+        return (
+            f"{state}: {counts['downloading']} downloading, {counts['queued']} queued, "
+            f"{counts['needs_approval']} awaiting approval, {counts['failed']} failed, "
+            f"{format_rate(speed) if speed else '0 B/s'}, limit {format_rate(self.limit_rate)}"
+        )
+
+    def status_snapshot(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        totals = self.store.totals()
+        last_errors = [
+            {"time": e["time"], "message": e.get("error") or e.get("message"), "id": e.get("id")}
+            for e in self.events.recent
+            if e.get("error") or e["event"] == "error"
+        ][-5:]
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self.started, 1),
+            "started_at": self.started_wall,
+            "state": "paused" if self.paused else "running",
+            "paused": self.paused,
+            "counts": counts,
+            "pending": counts["queued"] + counts["needs_approval"] + counts["paused"],
+            "speed": totals["speed"],
+            "remaining_bytes": totals["remaining_bytes"],
+            "limit": self.limit_info(),
+            "config": str(self.config.path),
+            "socket": str(self.config.daemon.socket),
+            "listening": self.listening,
+            "database": str(self.config.daemon.db_path),
+            "wan2gp_directory": str(self.config.wan2gp.directory),
+            "hf_cache": str(self.config.hub.cache_dir),
+            "disk_free": {
+                "wan2gp": disk_free(self.config.wan2gp.directory),
+                "hf_cache": disk_free(self.config.hub.cache_dir),
+            },
+            "batches": self.store.batches(),
+            "watcher": self.engine_watcher_state(),
+            "last_errors": last_errors,
+        }
+
+    def engine_watcher_state(self) -> dict[str, Any]:
+        return {"state": "off", "reason": "not started"}
+
+    def limit_info(self) -> dict[str, Any]:
+        now = dt.datetime.now().astimezone()
+        dl = self.config.download
+        effective = effective_limit(dl.bandwidth, dl.schedule, now, self.manual_limit)
+        return {
+            "limit": effective.rate,
+            "human": format_rate(effective.rate),
+            "source": effective.source,
+            "config": dl.bandwidth,
+            "manual": self.manual_limit[0] if self.manual_limit else None,
+            "schedule": [
+                {
+                    "days": list(w.days),
+                    "from": f"{w.start_minute // 60:02d}:{w.start_minute % 60:02d}",
+                    "to": f"{w.end_minute // 60:02d}:{w.end_minute % 60:02d}",
+                    "limit": w.limit,
+                }
+                for w in dl.schedule
+            ],
+            "window": effective.window,
+            "next_change": effective.next_edge.isoformat() if effective.next_edge else None,
+        }
+
+    def _apply_limit(self) -> None:
+        rate = self.limit_info()["limit"]
+        if rate != self.limit_rate:
+            self.limit_rate = rate
+            if self.engine is not None:
+                self.engine.set_rate(rate)
+
+    def set_manual_limit(self, rate: int | None) -> None:
+        self.manual_limit = (rate, time.time()) if rate is not None else None
+        self.store.set_setting("manual_limit", list(self.manual_limit) if self.manual_limit else None)
+        self._apply_limit()
+        self.events.publish("limit", limit=self.limit_rate)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.store.set_setting("paused", paused)
+        log.info("downloads %s", "paused" if paused else "resumed")
+        self.events.publish("paused" if paused else "resumed")
+        if self.engine is not None:
+            self.engine.set_paused(paused)
+
+    def job_changed(self, job: Job) -> None:
+        """A job was changed from outside the engine (pause, cancel, retry, add): let the engine react."""
+        if self.engine is not None:
+            self.engine.job_changed(job)
+
+    def checkpoints_root(self) -> str:
+        return "ckpts"
+
+    def resolve_target(self, relative: str) -> Path:
+        """An absolute path inside the Wan2GP folder for a client-given relative target; refuses escapes."""
+        if not relative or os.path.isabs(relative) or "\\" in relative:
+            raise InvalidParams(f"target {relative!r} must be a path relative to the Wan2GP folder, e.g. ckpts/x")
+        root = self.config.wan2gp.directory.resolve()
+        candidate = (root / relative).resolve()
+        if candidate == root or root not in candidate.parents:
+            raise InvalidParams(f"target {relative!r} is outside the Wan2GP folder {root}")
+        return candidate
+
+
+def _diff(old: Config, new: Config) -> list[str]:
+    changes = []
+    for section in ("wan2gp", "invokeai", "daemon", "hub", "download", "watch", "auto_queue"):
+        before, after = getattr(old, section), getattr(new, section)
+        for name in before.__dataclass_fields__:
+            if getattr(before, name) != getattr(after, name):
+                changes.append(f"{section}.{name}")
+    return changes

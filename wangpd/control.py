@@ -1,0 +1,315 @@
+"""The control surface: one handler per RPC method, the same names as in ``protocol.METHODS`` and wangpctl.
+
+Handlers take keyword parameters; :func:`call` checks names and types from the signature, so a wrong request
+gets a JSON-RPC ``invalid params`` error that names the parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import posixpath
+import re
+import shutil
+import time
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from wangpd import __version__, protocol
+from wangpd.errors import BadState, ConfigError, InvalidParams
+from wangpd.store import ACTIVE, Job, JobSpec, JobState
+from wangpd.units import format_rate, parse_rate
+
+if TYPE_CHECKING:
+    from wangpd.app import Daemon
+
+__all__ = ["Control", "call"]
+
+log = logging.getLogger(__name__)
+
+_HF_URL = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<path>.+)$")
+
+
+def _job_id(value: int | str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("#").isdigit():
+        return int(value.strip().lstrip("#"))
+    raise InvalidParams(f"job id must be a number (see `wangpctl queue`), got {value!r}")
+
+
+class Control:
+    """Every method a client may call. Holds no state of its own: it reads and changes the daemon's parts."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    # ---- helpers -------------------------------------------------------------------------------------------------
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        return self.daemon.store
+
+    def _changed(self, job: Job, why: str) -> Job:
+        self.daemon.events.publish("job", id=job.id, state=job.state.value, why=why, target=job.target)
+        self.daemon.job_changed(job)
+        return job
+
+    # ---- read ----------------------------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Daemon state, counts per state, speed, limit, paused, disk free, watcher, last errors."""
+        return self.daemon.status_snapshot()
+
+    async def version(self) -> dict[str, Any]:
+        return {"version": __version__, "protocol": 1}
+
+    async def queue_list(
+        self,
+        state: str | list | None = None,
+        model: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Jobs in queue order. ``state``: one state, a list, or ``active``/``finished``."""
+        states = _states(state)
+        if not 0 < limit <= 10000 or offset < 0:
+            raise InvalidParams("limit must be 1..10000 and offset >= 0")
+        jobs = self.store.list_jobs(states, model=model, limit=limit, offset=offset)
+        return {
+            "jobs": [job.to_dict() for job in jobs],
+            "total": self.store.count_jobs(states, model=model),
+            "offset": offset,
+        }
+
+    async def job_show(self, id: int | str) -> dict[str, Any]:
+        return self.store.get_job(_job_id(id)).to_dict()
+
+    async def limit_get(self) -> dict[str, Any]:
+        return self.daemon.limit_info()
+
+    # ---- change --------------------------------------------------------------------------------------------------
+
+    async def queue_add(
+        self,
+        url: str | None = None,
+        repo: str | None = None,
+        path: str | None = None,
+        revision: str = "main",
+        target: str | None = None,
+        priority: int = 0,
+    ) -> dict[str, Any]:
+        """Queue one file, by HF URL or by repo + path. ``target`` is relative to the Wan2GP folder
+        (default ``<first checkpoints root>/<file name>``)."""
+        if url:
+            if repo or path:
+                raise InvalidParams("give either url or repo + path, not both")
+            match = _HF_URL.match(url.split("?", 1)[0])
+            if match:
+                repo, revision, path = match["repo"], match["rev"], unquote(match["path"])
+            else:
+                host = urlsplit(url).hostname or ""
+                if urlsplit(url).scheme != "https" or host not in self.daemon.config.hub.allowed_hosts:
+                    raise InvalidParams(
+                        f"url {url!r} is not a huggingface.co /resolve/ URL and its host is not in hub.allowed_hosts"
+                    )
+                path = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        elif repo and path:
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+                raise InvalidParams(f"repo must look like Org/Repo, got {repo!r}")
+            url = f"https://huggingface.co/{repo}/resolve/{revision}/{path}"
+        else:
+            raise InvalidParams("give a url, or repo and path")
+        assert path is not None
+        name = posixpath.basename(path)
+        if not name:
+            raise InvalidParams(f"path {path!r} names no file")
+        target_path = self.daemon.resolve_target(target or posixpath.join(self.daemon.checkpoints_root(), name))
+        spec = JobSpec(
+            url=url,
+            target=str(target_path),
+            repo=repo or "",
+            revision=revision,
+            path=path,
+            priority=priority,
+            origin="manual",
+        )
+        job, created = self.store.add_job(spec)
+        if created or job.state is JobState.QUEUED:
+            self._changed(job, "added")
+        return {"job": job.to_dict(), "created": created}
+
+    async def queue_clear(self, which: str = "complete") -> dict[str, Any]:
+        """Remove finished rows: complete, failed (failed + cancelled) or all finished. Files are kept."""
+        removed = self.store.clear(which)
+        self.daemon.events.publish("cleared", which=which, removed=removed)
+        return {"removed": removed, "which": which}
+
+    async def job_pause(self, id: int | str) -> dict[str, Any]:
+        job = self.store.transition(_job_id(id), JobState.PAUSED)
+        return self._changed(job, "paused by user").to_dict()
+
+    async def job_resume(self, id: int | str) -> dict[str, Any]:
+        job = self.store.get_job(_job_id(id))
+        if job.state is not JobState.PAUSED:
+            raise BadState(f"job {job.id} is {job.state.value}, not paused")
+        job = self.store.transition(job.id, JobState.QUEUED)
+        return self._changed(job, "resumed by user").to_dict()
+
+    async def job_cancel(self, id: int | str) -> dict[str, Any]:
+        job = self.store.transition(_job_id(id), JobState.CANCELLED, last_error="cancelled by user")
+        return self._changed(job, "cancelled by user").to_dict()
+
+    async def job_retry(self, id: int | str) -> dict[str, Any]:
+        job = self.store.get_job(_job_id(id))
+        if job.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise BadState(f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried")
+        job = self.store.transition(job.id, JobState.QUEUED, attempts=0, last_error=None)
+        return self._changed(job, "retried by user").to_dict()
+
+    async def job_priority(self, id: int | str, where: str | int) -> dict[str, Any]:
+        if isinstance(where, str) and where.lstrip("-").isdigit():
+            where = int(where)
+        job = self.store.set_priority(_job_id(id), where)
+        return job.to_dict()
+
+    async def pause(self) -> dict[str, Any]:
+        """Pause every download (running ones stop and keep their partial file)."""
+        self.daemon.set_paused(True)
+        return {"paused": True}
+
+    async def resume(self) -> dict[str, Any]:
+        self.daemon.set_paused(False)
+        return {"paused": False}
+
+    async def limit_set(self, rate: str | int) -> dict[str, Any]:
+        """Set the total bandwidth (``20MiB/s``, ``400Mbit/s``, ``0``/``off``). Held until the next schedule edge;
+        ``default`` goes back to config/schedule."""
+        if isinstance(rate, str) and rate.strip().lower() in ("default", "auto", "config", "schedule"):
+            self.daemon.set_manual_limit(None)
+        else:
+            try:
+                value = parse_rate(rate)
+            except ValueError as exc:
+                raise InvalidParams(f"rate: {exc}") from None
+            self.daemon.set_manual_limit(value)
+        info = self.daemon.limit_info()
+        log.info("bandwidth limit now %s (%s)", format_rate(info["limit"]), info["source"])
+        return info
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file; transfers keep running. A bad config is refused and the old one stays."""
+        try:
+            changes = await self.daemon.reload()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (the running config is unchanged)") from None
+        return {"reloaded": True, "changes": changes}
+
+
+def _states(state: str | list | None) -> list[JobState] | None:
+    if state is None:
+        return None
+    names = [state] if isinstance(state, str) else state
+    result: list[JobState] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidParams(f"state must be a string or list of strings, got {name!r}")
+        if name == "active":
+            result += sorted(ACTIVE)
+        elif name == "finished":
+            result += [JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED]
+        elif name == "pending":
+            result += [JobState.QUEUED, JobState.NEEDS_APPROVAL, JobState.PAUSED]
+        else:
+            try:
+                result.append(JobState(name))
+            except ValueError:
+                raise InvalidParams(
+                    f"unknown state {name!r} (one of {', '.join(protocol.JOB_STATES)}, active, pending, finished)"
+                ) from None
+    return result
+
+
+# ---- dispatch ------------------------------------------------------------------------------------------------------
+
+_HINT_CACHE: dict[Callable[..., Any], tuple[inspect.Signature, dict[str, Any]]] = {}
+
+
+def _accepts(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        hint = origin
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("NoneType", "null")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def handler_for(control: Control, method: str) -> Callable[..., Awaitable[Any]] | None:
+    if method not in protocol.METHODS:
+        return None
+    return getattr(control, method.replace(".", "_"), None)
+
+
+async def call(control: Control, method: str, params: dict[str, Any] | list[Any] | None) -> Any:
+    """Run ``method`` with ``params`` after checking them against the handler's signature.
+
+    Raises NotFound-like errors from handlers, InvalidParams for wrong names/types, and KeyError when there is
+    no such method (the RPC layer turns that into -32601).
+    """
+    handler = handler_for(control, method)
+    if handler is None:
+        raise KeyError(method)
+    function = handler.__func__  # type: ignore[attr-defined]
+    if function not in _HINT_CACHE:
+        _HINT_CACHE[function] = (inspect.signature(handler), typing.get_type_hints(function))
+    signature, hints = _HINT_CACHE[function]
+    names = list(signature.parameters)
+    if params is None:
+        params = {}
+    if isinstance(params, list):
+        if len(params) > len(names):
+            raise InvalidParams(f"{method} takes at most {len(names)} parameters ({', '.join(names)})")
+        params = dict(zip(names, params, strict=False))
+    for name, value in params.items():
+        if name not in signature.parameters:
+            allowed = ", ".join(names) or "none"
+            raise InvalidParams(f"{method}: unknown parameter {name!r} (allowed: {allowed})")
+        hint = hints.get(name, Any)
+        if not _accepts(value, hint):
+            raise InvalidParams(f"{method}: parameter {name!r} must be {_describe(hint)}, got {value!r}"[:300])
+    for name, parameter in signature.parameters.items():
+        if parameter.default is inspect.Parameter.empty and name not in params:
+            raise InvalidParams(f"{method}: missing required parameter {name!r}")
+    return await handler(**params)
+
+
+def disk_free(path: Path) -> int | None:
+    """Free bytes on the filesystem holding ``path`` (its nearest existing parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def uptime_since(started: float) -> float:
+    return round(time.monotonic() - started, 1)

@@ -1,0 +1,117 @@
+"""One bandwidth limiter shared by every transfer: a token bucket in GCRA form.
+
+The whole bucket is one float, the *theoretical arrival time* (TAT): the moment at which every byte granted so
+far would have been delivered at exactly the configured rate. A caller that reads ``n`` bytes moves the TAT
+forward by ``n / rate`` and sleeps until the TAT is no more than the burst tolerance (100 ms) ahead of now.
+Reading and moving the TAT happen without an ``await`` in between, so on one event loop no lock is needed and
+callers are served in the order they arrived.
+
+A rate change rescales every outstanding reservation (bytes owed stay bytes owed) and re-arms every sleeper's
+timer, so a transfer sleeping under an old, slow rate wakes as soon as a faster rate allows instead of stalling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+__all__ = ["BURST_SECONDS", "RateLimiter"]
+
+# Burst tolerance as time: with a rate-proportional burst, "100 ms of the rate" is the same 0.1 s at any rate.
+BURST_SECONDS = 0.1
+
+
+class _Sleeper:
+    """A caller waiting for its reservation; ``end`` is its TAT on the limiter's clock."""
+
+    __slots__ = ("end", "future", "handle")
+
+    def __init__(self, end: float, future: asyncio.Future[None]) -> None:
+        self.end = end
+        self.future = future
+        self.handle: asyncio.TimerHandle | None = None
+
+
+class RateLimiter:
+    """Shared byte-rate limiter. ``rate`` is bytes per second; 0 means unlimited.
+
+    ``clock`` defaults to :func:`time.monotonic`; tests may pass their own clock and drive :meth:`reserve`
+    directly. The limiter knows nothing about pausing: a paused transfer simply stops calling :meth:`acquire`.
+    """
+
+    def __init__(self, rate: int = 0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate < 0:
+            raise ValueError(f"rate must not be negative, got {rate}")
+        self._rate = float(rate)
+        self._clock = clock
+        self._tat = clock()
+        self._sleepers: set[_Sleeper] = set()
+
+    @property
+    def rate(self) -> int:
+        """Current limit in bytes per second (0 = unlimited)."""
+        return int(self._rate)
+
+    def reserve(self, nbytes: int) -> float:
+        """Claim ``nbytes`` now; return how long the caller must wait (seconds, >= 0) before going on."""
+        if self._rate <= 0 or nbytes <= 0:
+            return 0.0
+        now = self._clock()
+        self._tat = max(self._tat, now) + nbytes / self._rate
+        return max(0.0, self._tat - BURST_SECONDS - now)
+
+    async def acquire(self, nbytes: int) -> None:
+        """Account for ``nbytes`` just read and sleep as long as the rate requires."""
+        delay = self.reserve(nbytes)
+        if delay <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        sleeper = _Sleeper(self._tat, loop.create_future())
+        self._sleepers.add(sleeper)
+        try:
+            self._arm(sleeper, delay)
+            await sleeper.future
+        finally:
+            self._sleepers.discard(sleeper)
+            if sleeper.handle is not None:
+                sleeper.handle.cancel()
+
+    def set_rate(self, bytes_per_s: int) -> None:
+        """Change the limit at once. Sleepers are rescheduled under the new rate (0 wakes everyone)."""
+        if bytes_per_s < 0:
+            raise ValueError(f"rate must not be negative, got {bytes_per_s}")
+        new_rate = float(bytes_per_s)
+        old_rate = self._rate
+        if new_rate == old_rate:
+            return
+        now = self._clock()
+        self._rate = new_rate
+        if new_rate <= 0:
+            self._tat = now
+            for sleeper in list(self._sleepers):
+                self._wake(sleeper)
+            return
+        if old_rate <= 0:
+            # Coming from unlimited: nothing is owed, start with a full burst.
+            self._tat = now
+            return
+        # Bytes still owed keep their place in line but are paid at the new rate.
+        scale = old_rate / new_rate
+        self._tat = now + max(0.0, self._tat - now) * scale
+        for sleeper in list(self._sleepers):
+            sleeper.end = now + max(0.0, sleeper.end - now) * scale
+            if sleeper.handle is not None:
+                sleeper.handle.cancel()
+            self._arm(sleeper, sleeper.end - BURST_SECONDS - now)
+
+    def _arm(self, sleeper: _Sleeper, delay: float) -> None:
+        if delay <= 0:
+            self._wake(sleeper)
+            return
+        sleeper.handle = asyncio.get_running_loop().call_later(delay, self._wake, sleeper)
+
+    @staticmethod
+    def _wake(sleeper: _Sleeper) -> None:
+        if not sleeper.future.done():
+            sleeper.future.set_result(None)

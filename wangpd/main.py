@@ -1,0 +1,132 @@
+"""``wangpd``: the daemon's command line (click). ``wangpd`` alone = ``wangpd run``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import typing
+from pathlib import Path
+
+import click
+
+from wangpd import __version__, protocol
+from wangpd.config import Config, load_config
+from wangpd.errors import AlreadyRunning, WangpError
+
+__all__ = ["cli", "find_config"]
+
+log = logging.getLogger("wangpd")
+
+
+def find_config(explicit: str | None) -> Path:
+    """--config, else $WANGPD_CONFIG, else systemd's $CONFIGURATION_DIRECTORY, else the usual places."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("WANGPD_CONFIG"):
+        return Path(os.environ["WANGPD_CONFIG"])
+    candidates = []
+    if os.environ.get("CONFIGURATION_DIRECTORY"):
+        candidates.append(Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "config.yaml")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    candidates += [Path(xdg) / "wangpd" / "config.yaml", Path("/etc/wangpd/config.yaml"), Path("config.yaml")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]
+
+
+class _JournalFormatter(logging.Formatter):
+    """Under journald (JOURNAL_STREAM set) no timestamp (journald adds one) and a <N> syslog priority prefix,
+    so `journalctl -p warning -u wangpd` filters properly."""
+
+    PRIORITY: typing.ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiohttp's access log is off; its own warnings stay.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _load(config_path: str | None) -> Config:
+    path = find_config(config_path)
+    try:
+        return load_config(path)
+    except WangpError as exc:
+        click.echo(f"wangpd: {exc}", err=True)
+        sys.exit(protocol.EXIT_CONFIG)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="config.yaml (default: $WANGPD_CONFIG, "
+    "$CONFIGURATION_DIRECTORY/config.yaml, ~/.config/wangpd/config.yaml, /etc/wangpd/config.yaml, ./config.yaml)",
+)
+@click.version_option(__version__, prog_name="wangpd")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """wangpd: keeps Wan2GP's model files complete. Run without a command to start the daemon."""
+    ctx.obj = {"config_path": config_path}
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run)
+
+
+@cli.command()
+@click.option("--config", "config_path", metavar="PATH", help="config.yaml (overrides the group option)")
+@click.pass_context
+def run(ctx: click.Context, config_path: str | None) -> None:
+    """Start the daemon (foreground; systemd runs this)."""
+    config = _load(config_path or (ctx.obj or {}).get("config_path"))
+    setup_logging(config.daemon.log_level)
+    from wangpd.app import Daemon  # imported here so `wangpd check-config` and `--help` stay light
+
+    try:
+        code = asyncio.run(Daemon(config).run())
+    except AlreadyRunning as exc:
+        click.echo(f"wangpd: {exc}", err=True)
+        sys.exit(1)
+    except WangpError as exc:
+        click.echo(f"wangpd: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+@cli.command("check-config")
+@click.option("--config", "config_path", metavar="PATH", help="config.yaml to check")
+@click.pass_context
+def check_config(ctx: click.Context, config_path: str | None) -> None:
+    """Check the config file and print where things will go; exit 78 when it is bad."""
+    config = _load(config_path or (ctx.obj or {}).get("config_path"))
+    click.echo(f"{config.path}: OK")
+    click.echo(f"  Wan2GP folder : {config.wan2gp.directory}")
+    click.echo(f"  queue database: {config.daemon.db_path}")
+    click.echo(f"  socket        : {config.daemon.socket}")
+    click.echo(f"  HF cache      : {config.hub.cache_dir} (endpoint {config.hub.endpoint})")
+    from wangpd.units import format_rate
+
+    click.echo(f"  bandwidth     : {format_rate(config.download.bandwidth)}, {config.download.concurrency} at a time")
+
+
+def main() -> None:  # pragma: no cover - console script shim
+    cli()

@@ -1,0 +1,327 @@
+"""JSON-RPC 2.0 over HTTP/1.1 on a Unix socket (aiohttp server), plus the ``/events`` NDJSON stream.
+
+``curl --unix-socket SOCK -d '{"jsonrpc":"2.0","method":"status","id":1}' http://wangpd/rpc`` works.
+Who may change things is decided from the peer's credentials (SO_PEERCRED), never from anything it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from wangpd import protocol
+from wangpd.control import Control, call
+from wangpd.errors import AlreadyRunning, WangpError
+from wangpd.events import EventBus
+
+__all__ = ["Peer", "RpcServer", "dispatch"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10_000
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+class AccessPolicy:
+    """The daemon's own uid and root may do anything; members of ``socket_group`` too; others read only (or
+    nothing, when ``read_only_others`` is false)."""
+
+    def __init__(self, group: str | None, read_only_others: bool) -> None:
+        import grp
+
+        self.gid = grp.getgrnam(group).gr_gid if group else None
+        self.read_only_others = read_only_others
+        self._member_cache: dict[int, bool] = {}
+
+    def may_change(self, peer: Peer | None) -> bool:
+        if peer is None:  # no credentials (should not happen on AF_UNIX): deny changes
+            return False
+        if peer.uid in (0, os.getuid()):
+            return True
+        if self.gid is None:
+            return False
+        if peer.gid == self.gid:
+            return True
+        if peer.uid not in self._member_cache:
+            try:
+                user = pwd.getpwuid(peer.uid)
+                self._member_cache[peer.uid] = self.gid in os.getgrouplist(user.pw_name, user.pw_gid)
+            except KeyError:
+                self._member_cache[peer.uid] = False
+        return self._member_cache[peer.uid]
+
+    def may_read(self, peer: Peer | None) -> bool:
+        return self.read_only_others or self.may_change(peer)
+
+
+def _error(code: int, message: str, request_id: Any = None, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "error": error, "id": request_id}
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+async def _one(control: Control, request: Any, peer: Peer | None, policy: AccessPolicy) -> dict[str, Any] | None:
+    """Answer one request object; None for a notification (no ``id``), which gets no reply by the spec."""
+    if not isinstance(request, dict):
+        return _error(protocol.INVALID_REQUEST, "invalid request: expected a JSON object")
+    is_notification = "id" not in request
+    request_id = request.get("id")
+    if not _valid_id(request_id):
+        return _error(protocol.INVALID_REQUEST, "invalid request: id must be a string, number or null")
+    method = request.get("method")
+    if request.get("jsonrpc") != "2.0" or not isinstance(method, str):
+        return _error(
+            protocol.INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a string "method"', request_id
+        )
+    params = request.get("params")
+    if params is not None and not isinstance(params, dict | list):
+        return _error(protocol.INVALID_REQUEST, "invalid request: params must be an object or an array", request_id)
+    unknown = set(request) - {"jsonrpc", "method", "params", "id"}
+    if unknown:
+        return _error(protocol.INVALID_REQUEST, f"invalid request: unknown member {sorted(unknown)[0]!r}", request_id)
+    response: dict[str, Any]
+    if method not in protocol.METHODS:
+        response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method[:100]!r}", request_id)
+    elif not policy.may_read(peer):
+        response = _error(protocol.FORBIDDEN, "forbidden: this user may not use wangpd", request_id)
+    elif method in protocol.MUTATING_METHODS and not policy.may_change(peer):
+        response = _error(
+            protocol.FORBIDDEN,
+            f"forbidden: {method} changes state; only the daemon's user, root or the socket group may call it",
+            request_id,
+        )
+    else:
+        try:
+            result = await call(control, method, params)
+            response = {"jsonrpc": "2.0", "result": result, "id": request_id}
+        except KeyError:
+            response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method!r}", request_id)
+        except WangpError as exc:
+            response = _error(exc.rpc_code, exc.message, request_id)
+        except Exception as exc:  # the daemon logs it once and keeps going
+            log.exception("internal error in %s", method)
+            response = _error(protocol.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}"[:500], request_id)
+    return None if is_notification else response
+
+
+async def dispatch(control: Control, body: bytes, peer: Peer | None, policy: AccessPolicy) -> Any:
+    """Answer a request body: a response object, a list of them (batch), or None (nothing to send)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return _error(protocol.PARSE_ERROR, f"parse error: {str(exc)[:200]}")
+    if isinstance(payload, list):
+        if not payload:
+            return _error(protocol.INVALID_REQUEST, "invalid request: empty batch")
+        if len(payload) > MAX_BATCH:
+            return _error(protocol.INVALID_REQUEST, f"invalid request: batch larger than {MAX_BATCH}")
+        responses = []
+        for item in payload:
+            answer = await _one(control, item, peer, policy)
+            if answer is not None:
+                responses.append(answer)
+        return responses or None
+    return await _one(control, payload, peer, policy)
+
+
+def peer_of(request: web.Request) -> Peer | None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return Peer(*struct.unpack("3i", raw))
+
+
+class SocketInUse(AlreadyRunning):
+    pass
+
+
+def _take_lock(directory: Path) -> int:
+    """An exclusive lock beside the socket: two daemons starting at once cannot both decide the socket is stale."""
+    fd = os.open(directory / "wangpd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise SocketInUse(
+                f"another wangpd is running with socket {directory / 'wangpd.sock'} (lock held); "
+                "stop it first (systemctl stop wangpd) or use another daemon.socket"
+            ) from None
+        raise
+    return fd
+
+
+def bind_socket(path: Path, group_gid: int | None) -> tuple[socket.socket, int]:
+    """Create the listening socket at ``path``: mode 0660 from birth, in a 0750 directory.
+
+    Refuses (SocketInUse) when a live daemon answers on it; removes a stale file left by a crash.
+    """
+    directory = path.parent
+    if not directory.exists():
+        directory.mkdir(mode=0o750, parents=True)
+        if group_gid is not None:
+            os.chown(directory, -1, group_gid)
+    lock_fd = _take_lock(directory)
+    try:
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise WangpError(f"{path} exists and is not a socket; refusing to replace it")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                log.info("removing stale socket %s left by a previous run", path)
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise SocketInUse(f"cannot check socket {path}: {exc}") from None
+            else:
+                raise SocketInUse(f"another wangpd is already listening on {path}; not taking it over")
+            finally:
+                probe.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # umask at bind time sets the socket's mode atomically: there is no window where it is world-writable.
+        old_umask = os.umask(0o117)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old_umask)
+        if group_gid is not None:
+            os.chown(path, -1, group_gid)
+        sock.listen(128)
+        sock.setblocking(False)
+        return sock, lock_fd
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+def activated_socket(environ: dict[str, str]) -> socket.socket | None:
+    """The socket systemd passed (LISTEN_FDS/LISTEN_PID, fd 3), or None."""
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    if count < 1:
+        return None
+    sock = socket.socket(fileno=3)
+    sock.setblocking(False)
+    # Children must not think the fds are theirs.
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    return sock
+
+
+class RpcServer:
+    """aiohttp application + runner bound to one Unix socket."""
+
+    def __init__(
+        self,
+        control: Control,
+        events: EventBus,
+        policy: AccessPolicy,
+        on_event_stream: Callable[[], None] | None = None,
+    ) -> None:
+        self.control = control
+        self.events = events
+        self.policy = policy
+        self.app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES)
+        self.app.router.add_post(protocol.RPC_PATH, self._rpc)
+        self.app.router.add_get(protocol.EVENTS_PATH, self._events)
+        self.app.router.add_get("/", self._root)
+        self.runner: web.AppRunner | None = None
+        self.lock_fd: int | None = None
+        self.path: Path | None = None
+        self._streams: set[web.StreamResponse] = set()
+
+    async def start(self, path: Path, group_gid: int | None, environ: dict[str, str]) -> str:
+        """Listen; returns how ("socket-activated" or "bound")."""
+        sock = activated_socket(environ)
+        how = "socket-activated"
+        if sock is None:
+            sock, self.lock_fd = bind_socket(path, group_gid)
+            self.path = path
+            how = "bound"
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self.runner.setup()
+        await web.SockSite(self.runner, sock).start()
+        return how
+
+    async def stop(self) -> None:
+        self.events.close()
+        for stream in list(self._streams):
+            with contextlib.suppress(Exception):
+                await stream.write_eof()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+    async def _root(self, request: web.Request) -> web.Response:
+        return web.json_response({"service": "wangpd", "rpc": protocol.RPC_PATH, "events": protocol.EVENTS_PATH})
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        # Read by hand with a limit so that an oversized body gets a JSON-RPC error, not just a bare 413.
+        body = await request.content.read(protocol.MAX_REQUEST_BYTES + 1)
+        if len(body) > protocol.MAX_REQUEST_BYTES:
+            answer = _error(protocol.INVALID_REQUEST, f"request larger than {protocol.MAX_REQUEST_BYTES} bytes")
+            return web.Response(status=413, body=json.dumps(answer).encode(), headers=_JSON_HEADERS)
+        answer = await dispatch(self.control, body, peer_of(request), self.policy)
+        if answer is None:
+            return web.Response(status=204)
+        return web.Response(body=json.dumps(answer, default=str).encode(), headers=_JSON_HEADERS)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if not self.policy.may_read(peer_of(request)):
+            return web.json_response({"error": "forbidden"}, status=403)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        self._streams.add(response)
+        try:
+            # First line: a snapshot, so a follower can draw at once instead of waiting for the next change.
+            snapshot = {"event": "hello", **self.control.daemon.status_snapshot()}
+            await response.write((json.dumps(snapshot, default=str) + "\n").encode())
+            async for event in self.events.subscribe():
+                await response.write((json.dumps(event, default=str) + "\n").encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._streams.discard(response)
+        return response

@@ -1,0 +1,533 @@
+"""The queue: one SQLite file in WAL mode, all SQL behind :class:`Store`.
+
+Tables keep the seed's names (``download_queue``, ``hf_file_cache``) so its users recognise them. Every state
+change goes through :meth:`Store.transition`, an ``UPDATE ... WHERE state IN (...)`` guarded by one transition
+table; when nothing matched it raises instead of silently doing nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wangpd.errors import BadState, InvalidParams, NotFound, WangpError
+
+__all__ = ["TRANSITIONS", "FileMeta", "Job", "JobSpec", "JobState", "Store"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class JobState(enum.StrEnum):
+    NEEDS_APPROVAL = "needs_approval"
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = JobState
+# to-state -> the states a job may come from. The one place that says what may happen to a job.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    S.QUEUED: frozenset({S.NEEDS_APPROVAL, S.DOWNLOADING, S.PAUSED, S.FAILED, S.CANCELLED, S.COMPLETE}),
+    S.DOWNLOADING: frozenset({S.QUEUED}),
+    S.PAUSED: frozenset({S.QUEUED, S.DOWNLOADING, S.NEEDS_APPROVAL}),
+    S.COMPLETE: frozenset({S.QUEUED, S.DOWNLOADING}),
+    S.FAILED: frozenset({S.QUEUED, S.DOWNLOADING}),
+    S.CANCELLED: frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED, S.FAILED}),
+    S.NEEDS_APPROVAL: frozenset({S.CANCELLED, S.FAILED}),
+}
+FINISHED = frozenset({S.COMPLETE, S.FAILED, S.CANCELLED})
+ACTIVE = frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED})
+
+_MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE download_queue (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        repo        TEXT NOT NULL DEFAULT '',        -- Org/Repo; '' for a plain URL from an allowed host
+        revision    TEXT NOT NULL DEFAULT 'main',
+        path        TEXT NOT NULL DEFAULT '',        -- path inside the repo
+        url         TEXT NOT NULL,                   -- as the definition wrote it (normalised)
+        target      TEXT NOT NULL UNIQUE,            -- absolute path where Wan2GP looks; first writer wins
+        size        INTEGER,
+        sha256      TEXT,
+        state       TEXT NOT NULL,
+        bytes_done  INTEGER NOT NULL DEFAULT 0,
+        speed       REAL NOT NULL DEFAULT 0,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        priority    INTEGER NOT NULL DEFAULT 0,      -- higher first
+        origin      TEXT NOT NULL DEFAULT 'manual',  -- manual | auto
+        batch       TEXT,                            -- the automatic batch that queued it (for approve/reject)
+        source      TEXT,                            -- how it was completed: download | hf-cache | invokeai | present
+        wanted_by   TEXT NOT NULL DEFAULT '[]',      -- JSON list of model types
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL,
+        started_at  REAL,
+        finished_at REAL
+    );
+    CREATE INDEX download_queue_state ON download_queue(state, priority DESC, id);
+    CREATE TABLE hf_file_cache (
+        repo       TEXT NOT NULL,
+        revision   TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        size       INTEGER,
+        sha256     TEXT,
+        etag       TEXT,
+        commit_sha TEXT,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (repo, revision, path)
+    );
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE tracked_models (
+        model_type TEXT PRIMARY KEY,
+        how        TEXT NOT NULL,                    -- manual | auto
+        added_at   REAL NOT NULL
+    );
+    """,
+]
+
+_JOB_COLUMNS = (
+    "id, repo, revision, path, url, target, size, sha256, state, bytes_done, speed, attempts, last_error, "
+    "priority, origin, batch, source, wanted_by, created_at, updated_at, started_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to download and where to put it (the input of :meth:`Store.add_job`)."""
+
+    url: str
+    target: str
+    repo: str = ""
+    revision: str = "main"
+    path: str = ""
+    size: int | None = None
+    sha256: str | None = None
+    wanted_by: tuple[str, ...] = ()
+    priority: int = 0
+    origin: str = "manual"
+    batch: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    repo: str
+    revision: str
+    path: str
+    url: str
+    target: str
+    size: int | None
+    sha256: str | None
+    state: JobState
+    bytes_done: int
+    speed: float
+    attempts: int
+    last_error: str | None
+    priority: int
+    origin: str
+    batch: str | None
+    source: str | None
+    wanted_by: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Job:
+        values = list(row)
+        values[8] = JobState(values[8])
+        values[17] = tuple(json.loads(values[17] or "[]"))
+        return cls(*values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape clients see (documented in docs/json-schema.md)."""
+        return {
+            "id": self.id,
+            "repo": self.repo,
+            "revision": self.revision,
+            "path": self.path,
+            "url": self.url,
+            "target": self.target,
+            "size": self.size,
+            "sha256": self.sha256,
+            "state": self.state.value,
+            "bytes_done": self.bytes_done,
+            "speed": round(self.speed, 1),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "priority": self.priority,
+            "origin": self.origin,
+            "batch": self.batch,
+            "source": self.source,
+            "wanted_by": list(self.wanted_by),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """Hub metadata remembered in ``hf_file_cache``."""
+
+    repo: str
+    revision: str
+    path: str
+    size: int | None
+    sha256: str | None
+    etag: str | None
+    commit: str | None
+    fetched_at: float
+
+
+class StoreError(WangpError):
+    default_message = "the queue database cannot be used"
+
+
+class Store:
+    """All SQL. One connection, used from the event loop thread only (statements are short)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Open (creating and migrating as needed) the queue database at ``path``."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable enough in WAL mode: a power cut can lose the last progress update, never corrupt.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the queue database: {exc}") from None
+        store = cls(connection, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a wangpd queue database ({exc})") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this wangpd ({SCHEMA_VERSION}); upgrade wangpd"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            log.info("migrating %s to schema version %d", self.path, number + 1)
+            try:
+                # One transaction per version: a crash mid-migration leaves the previous version intact.
+                self._db.executescript(
+                    "BEGIN IMMEDIATE;" + _MIGRATIONS[number] + f";PRAGMA user_version={number + 1}; COMMIT;"
+                )
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: migration to version {number + 1} failed: {exc}") from None
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Jobs
+
+    def recover(self) -> list[Job]:
+        """Jobs left ``downloading`` by a crash or kill go back to ``queued``; their partial file stays for resume."""
+        rows = self._db.execute(
+            f"UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE state=? RETURNING {_JOB_COLUMNS}",
+            (S.QUEUED, time.time(), S.DOWNLOADING),
+        ).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def add_job(self, spec: JobSpec, state: JobState = S.QUEUED) -> tuple[Job, bool]:
+        """Queue ``spec``; returns (job, created). An existing row for the same target is returned, and revived
+        to ``state`` when it had been cancelled or failed, with new wanted-by model types merged in."""
+        if state not in (S.QUEUED, S.NEEDS_APPROVAL, S.PAUSED):
+            raise InvalidParams(f"a new job cannot start as {state}")
+        if not spec.url or not spec.target:
+            raise InvalidParams("a job needs a url and a target path")
+        now = time.time()
+        existing = self.find_by_target(spec.target)
+        if existing is not None:
+            merged = sorted(set(existing.wanted_by) | set(spec.wanted_by))
+            self._db.execute(
+                "UPDATE download_queue SET wanted_by=?, updated_at=? WHERE id=?",
+                (json.dumps(merged), now, existing.id),
+            )
+            if existing.state in (S.CANCELLED, S.FAILED):
+                return self.transition(existing.id, state, last_error=None, attempts=0), False
+            return self.get_job(existing.id), False
+        row = self._db.execute(
+            f"""INSERT INTO download_queue (repo, revision, path, url, target, size, sha256, state, priority,
+                origin, batch, wanted_by, created_at, updated_at)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING {_JOB_COLUMNS}""",
+            (
+                spec.repo,
+                spec.revision,
+                spec.path,
+                spec.url,
+                spec.target,
+                spec.size,
+                spec.sha256,
+                state,
+                spec.priority,
+                spec.origin,
+                spec.batch,
+                json.dumps(sorted(set(spec.wanted_by))),
+                now,
+                now,
+            ),
+        ).fetchone()
+        return Job.from_row(row), True
+
+    def get_job(self, job_id: int) -> Job:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM download_queue WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id} (see `wangpctl queue`)")
+        return Job.from_row(row)
+
+    def find_by_target(self, target: str) -> Job | None:
+        row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM download_queue WHERE target=?", (target,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def list_jobs(
+        self,
+        states: Iterable[JobState | str] | None = None,
+        *,
+        model: str | None = None,
+        batch: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs in queue order (state, priority, id), optionally filtered."""
+        clauses, params = self._filters(states, model=model, batch=batch)
+        sql = f"SELECT {_JOB_COLUMNS} FROM download_queue {clauses} ORDER BY priority DESC, id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return [Job.from_row(row) for row in self._db.execute(sql, params)]
+
+    def count_jobs(self, states: Iterable[JobState | str] | None = None, *, model: str | None = None) -> int:
+        clauses, params = self._filters(states, model=model)
+        return self._db.execute(f"SELECT COUNT(*) FROM download_queue {clauses}", params).fetchone()[0]
+
+    @staticmethod
+    def _filters(
+        states: Iterable[JobState | str] | None, *, model: str | None = None, batch: str | None = None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            wanted = [JobState(s).value for s in states]
+            clauses.append(f"state IN ({','.join('?' * len(wanted))})")
+            params += wanted
+        if model is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(wanted_by) WHERE value=?)")
+            params.append(model)
+        if batch is not None:
+            clauses.append("batch=?")
+            params.append(batch)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, every state present (0 when none)."""
+        result = {state.value: 0 for state in JobState}
+        for state, count in self._db.execute("SELECT state, COUNT(*) FROM download_queue GROUP BY state"):
+            result[state] = count
+        return result
+
+    def totals(self) -> dict[str, int]:
+        """Bytes still to fetch for queued/downloading jobs (known sizes only) and total speed."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(MAX(COALESCE(size,0) - bytes_done, 0)),0), COALESCE(SUM(speed),0) "
+            "FROM download_queue WHERE state IN (?,?)",
+            (S.QUEUED, S.DOWNLOADING),
+        ).fetchone()
+        return {"remaining_bytes": int(row[0]), "speed": int(row[1])}
+
+    def transition(self, job_id: int, to_state: JobState, **fields: Any) -> Job:
+        """Move job ``job_id`` to ``to_state`` if the transition table allows it; set ``fields`` in the same
+        statement. Raises NotFound or BadState (naming the current state) when it does not apply."""
+        allowed = TRANSITIONS[to_state]
+        now = time.time()
+        assignments = {"state": to_state.value, "updated_at": now, **fields}
+        if to_state is S.DOWNLOADING:
+            assignments.setdefault("started_at", now)
+        if to_state in FINISHED:
+            assignments.setdefault("finished_at", now)
+            assignments.setdefault("speed", 0)
+        if to_state in (S.QUEUED, S.PAUSED, S.NEEDS_APPROVAL):
+            assignments.setdefault("speed", 0)
+            assignments.setdefault("finished_at", None)
+        for key in assignments:
+            if key not in _JOB_COLUMNS:
+                raise ValueError(f"unknown job column {key}")
+        if "wanted_by" in assignments:
+            assignments["wanted_by"] = json.dumps(sorted(assignments["wanted_by"]))
+        sets = ", ".join(f"{key}=?" for key in assignments)
+        row = self._db.execute(
+            f"UPDATE download_queue SET {sets} WHERE id=? AND state IN ({','.join('?' * len(allowed))}) "
+            f"RETURNING {_JOB_COLUMNS}",
+            [*assignments.values(), job_id, *(s.value for s in allowed)],
+        ).fetchone()
+        if row is None:
+            current = self.get_job(job_id)  # raises NotFound
+            raise BadState(f"job {job_id} is {current.state.value}; it cannot become {to_state.value}")
+        return Job.from_row(row)
+
+    def claim_next(self, exclude: Iterable[int] = ()) -> Job | None:
+        """Atomically take the best queued job and mark it downloading."""
+        excluded = list(exclude)
+        not_in = f"AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+        now = time.time()
+        row = self._db.execute(
+            f"""UPDATE download_queue SET state=?, started_at=?, updated_at=?, attempts=attempts+1
+                WHERE id = (SELECT id FROM download_queue WHERE state=? {not_in}
+                            ORDER BY priority DESC, id LIMIT 1)
+                  AND state=?
+                RETURNING {_JOB_COLUMNS}""",
+            [S.DOWNLOADING, now, now, S.QUEUED, *excluded, S.QUEUED],
+        ).fetchone()
+        return Job.from_row(row) if row else None
+
+    def update_progress(self, job_id: int, bytes_done: int, speed: float, size: int | None = None) -> None:
+        """Progress of a running job. Not a state change: only applies while it is downloading."""
+        self._db.execute(
+            "UPDATE download_queue SET bytes_done=?, speed=?, size=COALESCE(?, size), updated_at=? "
+            "WHERE id=? AND state=?",
+            (bytes_done, speed, size, time.time(), job_id, S.DOWNLOADING),
+        )
+
+    def set_job_fields(self, job_id: int, **fields: Any) -> Job:
+        """Non-state fields (size, sha256, priority, wanted_by...)."""
+        if "state" in fields or not fields:
+            raise ValueError("use transition() to change state")
+        for key in fields:
+            if key not in _JOB_COLUMNS:
+                raise ValueError(f"unknown job column {key}")
+        if "wanted_by" in fields:
+            fields["wanted_by"] = json.dumps(sorted(fields["wanted_by"]))
+        sets = ", ".join(f"{key}=?" for key in fields)
+        row = self._db.execute(
+            f"UPDATE download_queue SET {sets}, updated_at=? WHERE id=? RETURNING {_JOB_COLUMNS}",
+            [*fields.values(), time.time(), job_id],
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def set_priority(self, job_id: int, where: str | int) -> Job:
+        """``top``, ``bottom`` or a number; higher runs first."""
+        if where in ("top", "bottom"):
+            function = "MAX" if where == "top" else "MIN"
+            bound = self._db.execute(f"SELECT COALESCE({function}(priority),0) FROM download_queue").fetchone()[0]
+            value = bound + 1 if where == "top" else bound - 1
+        elif isinstance(where, int) and not isinstance(where, bool):
+            value = where
+        else:
+            raise InvalidParams(f"priority must be top, bottom or a whole number, got {where!r}")
+        return self.set_job_fields(job_id, priority=value)
+
+    def clear(self, which: str) -> int:
+        """Delete finished rows: ``complete``, ``failed`` (failed and cancelled) or ``all`` finished ones."""
+        groups = {
+            "complete": (S.COMPLETE,),
+            "failed": (S.FAILED, S.CANCELLED),
+            "all": (S.COMPLETE, S.FAILED, S.CANCELLED),
+        }
+        if which not in groups:
+            raise InvalidParams(f"clear takes complete, failed or all, got {which!r}")
+        states = groups[which]
+        cursor = self._db.execute(
+            f"DELETE FROM download_queue WHERE state IN ({','.join('?' * len(states))})", [s.value for s in states]
+        )
+        return cursor.rowcount
+
+    def batches(self) -> dict[str, dict[str, int]]:
+        """Automatic batches waiting for approval: batch -> {jobs, bytes}."""
+        result: dict[str, dict[str, int]] = {}
+        for batch, jobs, size in self._db.execute(
+            "SELECT batch, COUNT(*), COALESCE(SUM(size),0) FROM download_queue WHERE state=? GROUP BY batch",
+            (S.NEEDS_APPROVAL,),
+        ):
+            result[batch or ""] = {"jobs": jobs, "bytes": size}
+        return result
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Hub metadata cache
+
+    def get_meta(self, repo: str, revision: str, path: str, max_age: float) -> FileMeta | None:
+        row = self._db.execute(
+            "SELECT repo, revision, path, size, sha256, etag, commit_sha, fetched_at FROM hf_file_cache "
+            "WHERE repo=? AND revision=? AND path=?",
+            (repo, revision, path),
+        ).fetchone()
+        if row is None or time.time() - row[7] > max_age:
+            return None
+        return FileMeta(*row)
+
+    def put_meta(self, meta: FileMeta) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO hf_file_cache (repo, revision, path, size, sha256, etag, commit_sha, fetched_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (meta.repo, meta.revision, meta.path, meta.size, meta.sha256, meta.etag, meta.commit, meta.fetched_at),
+        )
+
+    def known_sizes(self) -> dict[tuple[str, str, str], int]:
+        """(repo, revision, path) -> size for every file whose size the Hub told us (any age: sizes rarely move)."""
+        return {
+            (repo, revision, path): size
+            for repo, revision, path, size in self._db.execute(
+                "SELECT repo, revision, path, size FROM hf_file_cache WHERE size IS NOT NULL"
+            )
+        }
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Runtime settings and tracked models
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM settings WHERE key=?", (key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def tracked_models(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT model_type, how FROM tracked_models"))
+
+    def track_model(self, model_type: str, how: str = "manual") -> None:
+        # A manual add wins over an automatic one; an automatic one never downgrades a manual one.
+        self._db.execute(
+            "INSERT INTO tracked_models (model_type, how, added_at) VALUES (?,?,?) "
+            "ON CONFLICT(model_type) DO UPDATE SET how=CASE WHEN excluded.how='manual' THEN 'manual' ELSE how END",
+            (model_type, how, time.time()),
+        )
+
+    def untrack_model(self, model_type: str) -> bool:
+        return self._db.execute("DELETE FROM tracked_models WHERE model_type=?", (model_type,)).rowcount > 0
