@@ -299,8 +299,18 @@ class RpcServer:
 
     async def _rpc(self, request: web.Request) -> web.Response:
         # Read by hand with a limit so that an oversized body gets a JSON-RPC error, not just a bare 413.
-        body = await request.content.read(protocol.MAX_REQUEST_BYTES + 1)
-        if len(body) > protocol.MAX_REQUEST_BYTES:
+        limit = protocol.MAX_REQUEST_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        if (request.content_length or 0) <= limit:
+            while size <= limit:
+                chunk = await request.content.read(limit + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        body = b"".join(chunks)
+        if (request.content_length or 0) > limit or size > limit:
             answer = _error(protocol.INVALID_REQUEST, f"request larger than {protocol.MAX_REQUEST_BYTES} bytes")
             return web.Response(status=413, body=json.dumps(answer).encode(), headers=_JSON_HEADERS)
         answer = await dispatch(self.control, body, peer_of(request), self.policy)

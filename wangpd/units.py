@@ -50,8 +50,11 @@ def parse_size(value: object) -> int:
 def parse_rate(value: object) -> int:
     """Bytes per second from ``90MB/s``, ``50MiB/s``, ``400Mbit/s``, ``0``/``off``/``unlimited`` (= 0).
 
-    A bare number is bytes per second. Raises ValueError naming the problem.
+    A bare number is bytes per second. YAML reads a bare ``off`` as false, so false means unlimited too.
+    Raises ValueError naming the problem.
     """
+    if value is False:
+        return 0
     if isinstance(value, bool):
         raise ValueError(f"expected a rate like 20MiB/s, got {value!r}")
     if isinstance(value, int | float):

@@ -1,0 +1,162 @@
+"""Config loading: good files parse, every bad one fails with one line naming file, key and line; exit 78."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wangpd.config import load_config
+from wangpd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "wan2gp").mkdir()
+    return tmp_path
+
+
+def write(base: Path, text: str) -> Path:
+    path = base / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads_and_points_at_the_sample_wan2gp() -> None:
+    config = load_config(ROOT / "config.yaml", environ={"HOME": "/home/x"})
+    assert config.wan2gp.directory == ROOT / "sample" / "wan2gp"
+    assert config.auto_queue.require_approval is True
+    assert config.download.bandwidth == 0
+    assert config.hub.cache_dir == Path("/home/x/.cache/huggingface/hub")
+
+
+def test_seed_keys_still_work(base: Path) -> None:
+    path = write(
+        base,
+        "wan2gp_directory: wan2gp\nbandwidth_limit_kb: 5000\ninvokeai_db: /opt/invoke/databases/invokeai.db\n",
+    )
+    config = load_config(path, environ={"HOME": "/h"})
+    assert config.download.bandwidth == 5_000_000
+    assert config.invokeai.db == Path("/opt/invoke/databases/invokeai.db")
+    assert config.invokeai.models_dir == Path("/opt/invoke/models")
+    assert config.wan2gp.directory == base / "wan2gp"
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [("90MB/s", 90_000_000), ("50MiB/s", 50 * 1024 * 1024), ("400Mbit/s", 50_000_000), ("0", 0), ("off", 0)],
+)
+def test_bandwidth_units(base: Path, rate: str, expected: int) -> None:
+    path = write(base, f"wan2gp_directory: wan2gp\ndownload:\n  bandwidth: {rate}\n")
+    assert load_config(path, environ={"HOME": "/h"}).download.bandwidth == expected
+
+
+def test_systemd_directories_are_the_defaults(base: Path) -> None:
+    path = write(base, "wan2gp_directory: wan2gp\n")
+    env = {"HOME": "/h", "STATE_DIRECTORY": "/var/lib/wangpd", "RUNTIME_DIRECTORY": "/run/wangpd",
+           "CACHE_DIRECTORY": "/var/cache/wangpd"}
+    config = load_config(path, environ=env)
+    assert config.daemon.db_path == Path("/var/lib/wangpd/hfcache.db")
+    assert config.daemon.socket == Path("/run/wangpd/wangpd.sock")
+    assert config.hub.cache_dir == Path("/var/cache/wangpd/huggingface/hub")
+
+
+def test_xdg_defaults_and_hf_env(base: Path) -> None:
+    path = write(base, "wan2gp_directory: wan2gp\n")
+    env = {"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/1000", "HF_HUB_CACHE": "/data/hub",
+           "HF_ENDPOINT": "http://127.0.0.1:8000/"}
+    config = load_config(path, environ=env)
+    assert config.daemon.socket == Path("/run/user/1000/wangpd/wangpd.sock")
+    assert config.daemon.db_path == Path("/h/.local/state/wangpd/hfcache.db")
+    assert config.hub.cache_dir == Path("/data/hub")
+    assert config.hub.endpoint == "http://127.0.0.1:8000"
+
+
+def test_schedule_parses(base: Path) -> None:
+    path = write(
+        base,
+        "wan2gp_directory: wan2gp\ndownload:\n  schedule:\n"
+        "    - {days: mon-fri, from: '08:00', to: '19:00', limit: 10MB/s}\n"
+        "    - {days: 'sat,sun', from: '22:00', to: '06:00', limit: 0}\n",
+    )
+    windows = load_config(path, environ={"HOME": "/h"}).download.schedule
+    assert windows[0].days == (0, 1, 2, 3, 4) and windows[0].limit == 10_000_000
+    assert windows[0].start_minute == 480 and windows[0].end_minute == 1140
+    assert windows[1].days == (5, 6) and windows[1].start_minute == 1320 and windows[1].end_minute == 360
+
+
+# (config text, substrings the one-line message must contain). {wan} = a valid wan2gp_directory line.
+BAD_CONFIGS = [
+    ("wan2gp_directory: nowhere\n", ["wan2gp_directory", "does not exist"]),
+    ("bandwidth_limit_kb: 5\n", ["wan2gp_directory", "required"]),
+    ("{wan}\nbandwith_limit_kb: 5\n", ["bandwith_limit_kb", "unknown key", ":2:"]),
+    ("{wan}\ndownload:\n  bandwidth: 90MBs\n", ["download.bandwidth", "bad rate", ":3:"]),
+    ("{wan}\ndownload:\n  bandwidth: fast\n", ["download.bandwidth", "bad rate"]),
+    ("{wan}\ndownload:\n  concurrency: two\n", ["download.concurrency", "whole number"]),
+    ("{wan}\ndownload:\n  concurrency: 0\n", ["download.concurrency", "between 1 and 32"]),
+    ("{wan}\ndownload:\n  link_mode: junction\n", ["download.link_mode", "symlink, hardlink, copy"]),
+    ("{wan}\ndownload:\n  free_space_reserve: lots\n", ["download.free_space_reserve", "bad size"]),
+    ("{wan}\ndownload:\n  turbo: true\n", ["download.turbo", "unknown key"]),
+    ("{wan}\ndownload: 5\n", ["download", "expected a mapping"]),
+    ("{wan}\nwatch:\n  enabled: yes please\n", ["watch.enabled", "true or false"]),
+    ("{wan}\nwatch:\n  reconcile_interval: soon\n", ["watch.reconcile_interval", "bad duration"]),
+    ("{wan}\nauto_queue:\n  track: some\n", ["auto_queue.track", "installed, all, none"]),
+    ("{wan}\nauto_queue:\n  max_auto_bytes: -5\n", ["auto_queue.max_auto_bytes", "negative"]),
+    ("{wan}\nauto_queue:\n  include: 5\n", ["auto_queue.include", "list of strings"]),
+    ("{wan}\nhub:\n  endpoint: ftp://mirror\n", ["hub.endpoint", "http(s) URL"]),
+    ("{wan}\nhub:\n  token_file: /nonexistent/token\n", ["hub.token_file", "does not exist"]),
+    ("{wan}\ndaemon:\n  log_level: loud\n", ["daemon.log_level", "debug, info"]),
+    ("{wan}\ndaemon:\n  socket_group: no-such-group-xyz\n", ["daemon.socket_group", "no such group"]),
+    ("{wan}\nbandwidth_limit_kb: 10\ndownload:\n  bandwidth: 5MB/s\n", ["bandwidth_limit_kb", "not both"]),
+    ("{wan}\nbandwidth_limit_kb: ten\n", ["bandwidth_limit_kb", "whole number"]),
+    ("{wan}\ndownload:\n  schedule:\n    - {{days: funday, limit: 1MB/s}}\n", ["download.schedule", "funday"]),
+    ("{wan}\ndownload:\n  schedule:\n    - {{from: '25:00', limit: 1MB/s}}\n", ["download.schedule", "bad time"]),
+    ("{wan}\ndownload:\n  schedule:\n    - {{days: mon}}\n", ["download.schedule", "'limit' is required"]),
+    ("{wan}\nwan2gp:\n  variants: some\n", ["wan2gp.variants", "wan2gp, all"]),
+    ("{wan}\nwan2gp:\n  handler_files: [missing.yaml]\n", ["wan2gp.handler_files", "does not exist"]),
+    ("{wan}\n  bad indent: [\n", ["invalid YAML"]),
+    ("- just\n- a list\n", ["expected a mapping"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_CONFIGS, ids=[f"bad{i}" for i in range(len(BAD_CONFIGS))])
+def test_bad_config_names_file_key_and_problem(base: Path, text: str, expected: list[str]) -> None:
+    path = write(base, text.format(wan="wan2gp_directory: wan2gp"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"HOME": "/h"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["run"]])
+def test_bad_config_exits_78_with_one_line(base: Path, command: list[str]) -> None:
+    path = write(base, "wan2gp_directory: wan2gp\ndownload:\n  bandwidth: 90MBs\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wangpd", *command, "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{path}:3: download.bandwidth: bad rate '90MBs'" in lines[0]
+
+
+def test_check_config_ok(base: Path) -> None:
+    path = write(base, "wan2gp_directory: wan2gp\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)], capture_output=True, text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{path.resolve()}: OK" in result.stdout

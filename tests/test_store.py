@@ -1,0 +1,183 @@
+"""The queue database: schema, guarded transitions, recovery, settings, metadata cache."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from wangpd.errors import BadState, InvalidParams, NotFound
+from wangpd.store import TRANSITIONS, FileMeta, JobSpec, JobState, Store, StoreError
+
+S = JobState
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "state" / "hfcache.db")
+
+
+def spec(name: str = "a.safetensors", **kw: object) -> JobSpec:
+    return JobSpec(
+        url=f"https://huggingface.co/Org/Repo/resolve/main/{name}",
+        target=f"/w/ckpts/{name}",
+        repo="Org/Repo",
+        path=name,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_schema_has_the_seed_tables_in_wal_mode(store: Store, tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state" / "hfcache.db")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"download_queue", "hf_file_cache", "settings"} <= tables
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_add_is_idempotent_per_target_and_merges_wanted_by(store: Store) -> None:
+    job, created = store.add_job(spec(wanted_by=("t2v",)))
+    assert created and job.state is S.QUEUED and job.wanted_by == ("t2v",)
+    again, created = store.add_job(spec(wanted_by=("i2v",)))
+    assert not created and again.id == job.id and again.wanted_by == ("i2v", "t2v")
+
+
+def test_add_revives_a_cancelled_job(store: Store) -> None:
+    job, _ = store.add_job(spec())
+    store.transition(job.id, S.CANCELLED)
+    again, created = store.add_job(spec())
+    assert not created and again.state is S.QUEUED
+
+
+def test_every_transition_outside_the_table_is_refused(store: Store) -> None:
+    for start in JobState:
+        for target in JobState:
+            job, _ = store.add_job(spec(f"{start}-{target}.bin"))
+            # Walk the job to `start` through allowed steps.
+            path = {
+                S.QUEUED: [],
+                S.NEEDS_APPROVAL: None,
+                S.DOWNLOADING: [S.DOWNLOADING],
+                S.PAUSED: [S.PAUSED],
+                S.COMPLETE: [S.COMPLETE],
+                S.FAILED: [S.FAILED],
+                S.CANCELLED: [S.CANCELLED],
+            }[start]
+            if path is None:
+                store._db.execute("DELETE FROM download_queue WHERE id=?", (job.id,))
+                job, _ = store.add_job(spec(f"{start}-{target}.bin"), state=S.NEEDS_APPROVAL)
+            else:
+                for step in path:
+                    job = store.transition(job.id, step)
+            assert job.state is start
+            if start in TRANSITIONS[target]:
+                assert store.transition(job.id, target).state is target
+            else:
+                with pytest.raises(BadState, match=f"is {start.value}; it cannot become {target.value}"):
+                    store.transition(job.id, target)
+                assert store.get_job(job.id).state is start
+
+
+def test_transition_unknown_job(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.transition(999, S.PAUSED)
+
+
+def test_claim_next_follows_priority_then_age(store: Store) -> None:
+    first, _ = store.add_job(spec("1.bin"))
+    second, _ = store.add_job(spec("2.bin", priority=5))
+    third, _ = store.add_job(spec("3.bin"))
+    claimed = [store.claim_next(), store.claim_next(), store.claim_next(), store.claim_next()]
+    assert [job.id if job else None for job in claimed] == [second.id, first.id, third.id, None]
+    assert all(job.state is S.DOWNLOADING and job.attempts == 1 for job in claimed if job)
+
+
+def test_recover_puts_downloading_back_to_queued_and_keeps_progress(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "q.db")
+    job, _ = store.add_job(spec())
+    store.claim_next()
+    store.update_progress(job.id, 12345, 1e6, size=99999)
+    store.close()
+    reopened = Store.open(tmp_path / "q.db")
+    recovered = reopened.recover()
+    assert [j.id for j in recovered] == [job.id]
+    job = reopened.get_job(job.id)
+    assert job.state is S.QUEUED and job.bytes_done == 12345 and job.size == 99999 and job.speed == 0
+
+
+def test_progress_only_applies_while_downloading(store: Store) -> None:
+    job, _ = store.add_job(spec())
+    store.update_progress(job.id, 10, 1.0)
+    assert store.get_job(job.id).bytes_done == 0
+
+
+def test_clear_groups(store: Store) -> None:
+    ids = {}
+    for name, state in [("c", S.COMPLETE), ("f", S.FAILED), ("x", S.CANCELLED), ("q", S.QUEUED)]:
+        job, _ = store.add_job(spec(name))
+        if state is not S.QUEUED:
+            job = store.transition(job.id, state)
+        ids[name] = job.id
+    assert store.clear("complete") == 1
+    assert store.clear("failed") == 2
+    assert store.clear("all") == 0
+    assert [j.id for j in store.list_jobs()] == [ids["q"]]
+    with pytest.raises(InvalidParams):
+        store.clear("queued")
+
+
+def test_counts_filters_and_paging(store: Store) -> None:
+    for index in range(25):
+        store.add_job(spec(f"{index}.bin", wanted_by=("t2v",) if index % 2 else ("flux",)))
+    assert store.counts()["queued"] == 25 and store.counts()["failed"] == 0
+    assert store.count_jobs(model="t2v") == 12
+    page = store.list_jobs(limit=10, offset=20)
+    assert len(page) == 5
+    assert all("flux" in job.wanted_by for job in store.list_jobs(model="flux"))
+
+
+def test_priority_top_bottom(store: Store) -> None:
+    a, _ = store.add_job(spec("a"))
+    b, _ = store.add_job(spec("b"))
+    assert store.set_priority(b.id, "top").priority == 1
+    assert store.set_priority(a.id, "bottom").priority == -1
+    assert store.claim_next().id == b.id  # type: ignore[union-attr]
+
+
+def test_settings_and_tracked_models_survive_reopen(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "q.db")
+    store.set_setting("paused", True)
+    store.set_setting("manual_limit", [1000, time.time()])
+    store.track_model("t2v", "manual")
+    store.track_model("t2v", "auto")  # never downgrades a manual choice
+    store.close()
+    store = Store.open(tmp_path / "q.db")
+    assert store.get_setting("paused") is True
+    assert store.get_setting("manual_limit")[0] == 1000
+    assert store.tracked_models() == {"t2v": "manual"}
+
+
+def test_metadata_cache_respects_age(store: Store) -> None:
+    meta = FileMeta("Org/Repo", "main", "a.bin", 10, "ab" * 32, "etag", "c" * 40, time.time() - 100)
+    store.put_meta(meta)
+    assert store.get_meta("Org/Repo", "main", "a.bin", max_age=1000) == meta
+    assert store.get_meta("Org/Repo", "main", "a.bin", max_age=10) is None
+    assert store.known_sizes() == {("Org/Repo", "main", "a.bin"): 10}
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this wangpd"):
+        Store.open(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"q\.db"):
+        Store.open(path)

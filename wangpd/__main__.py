@@ -1,0 +1,3 @@
+from wangpd.main import cli
+
+cli(prog_name="wangpd")
