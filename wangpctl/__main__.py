@@ -1,3 +1,3 @@
-from wangpctl.cli import main
+from wangpctl.main import main
 
 main()

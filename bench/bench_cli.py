@@ -1,0 +1,122 @@
+"""wangpctl start-up cost and daemon idle memory (issue 2; issue 6 adds the 10,000-row queue).
+
+Run: .venv/bin/python bench/bench_cli.py [--rows 10000] [--runs 30]
+Measures, side by side on the same machine and venv:
+  * `wangpctl status` wall time vs `python -c "import json, socket, http.client"` (target <= 1.6x);
+  * `wangpctl queue --json` with N queued rows, against the same baseline;
+  * the daemon's RSS when idle (target <= 60 MB) and with N rows.
+Prints a markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def timed(command: list[str], runs: int, env: dict[str, str]) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10000)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="wpb", dir="/tmp"))
+    try:
+        wan = work / "wan2gp"
+        shutil.copytree(ROOT / "sample" / "wan2gp", wan)
+        config = work / "config.yaml"
+        sock = work / "wangpd.sock"
+        config.write_text(yaml.safe_dump({
+            "wan2gp_directory": str(wan),
+            "daemon": {"state_dir": str(work / "state"), "socket": str(sock)},
+            "hub": {"endpoint": "http://127.0.0.1:9", "cache_dir": str(work / "hub")},
+            "auto_queue": {"track": "none"},
+            "watch": {"enabled": True},
+        }))
+        env = {k: v for k, v in os.environ.items() if k != "WANGPCTL_SOCKET"}
+        env["WANGPCTL_SOCKET"] = str(sock)
+        daemon = subprocess.Popen([PY, "-m", "wangpd", "run", "--config", str(config)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probe = socket.socket(socket.AF_UNIX)
+                probe.connect(str(sock))
+                probe.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("daemon did not start") from None
+                time.sleep(0.05)
+        time.sleep(2)
+        idle_rss = rss_mb(daemon.pid)
+        ctl = str(Path(PY).parent / "wangpctl")
+        baseline = timed([PY, "-c", "import json, socket, http.client"], args.runs, env)
+        status = timed([ctl, "status"], args.runs, env)
+        status_json = timed([ctl, "status", "--json"], args.runs, env)
+        # Fill the queue through the daemon's own store file (a second writer is fine in WAL mode).
+        import sqlite3
+
+        db = sqlite3.connect(work / "state" / "hfcache.db")
+        now = time.time()
+        db.executemany(
+            "INSERT INTO download_queue (repo, revision, path, url, target, size, state, wanted_by, created_at,"
+            " updated_at) VALUES ('Org/Repo','main',?,?,?,?, 'queued', '[\"t2v\"]', ?, ?)",
+            [(f"f{i}.bin", f"https://huggingface.co/Org/Repo/resolve/main/f{i}.bin", str(wan / "ckpts" / f"f{i}.bin"),
+              1000 + i, now, now) for i in range(args.rows)],
+        )
+        db.commit()
+        db.close()
+        status_rows = timed([ctl, "status"], args.runs, env)
+        queue_json = timed([ctl, "queue", "--json", "--limit", "10000"], max(5, args.runs // 3), env)
+        rows_rss = rss_mb(daemon.pid)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(15)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"| measure | value | baseline | ratio | target |\n|---|---|---|---|---|")
+    print(f"| `wangpctl status` wall (median of {args.runs}) | {status*1000:.1f} ms | {baseline*1000:.1f} ms | "
+          f"{status/baseline:.2f}x | <= 1.6x |")
+    print(f"| `wangpctl status --json` | {status_json*1000:.1f} ms | {baseline*1000:.1f} ms | "
+          f"{status_json/baseline:.2f}x | |")
+    print(f"| `wangpctl status`, {args.rows} rows queued | {status_rows*1000:.1f} ms | {baseline*1000:.1f} ms | "
+          f"{status_rows/baseline:.2f}x | |")
+    print(f"| `wangpctl queue --json --limit 10000`, {args.rows} rows | {queue_json*1000:.1f} ms | "
+          f"{baseline*1000:.1f} ms | {queue_json/baseline:.2f}x | |")
+    print(f"| daemon RSS idle | {idle_rss:.1f} MB | | | <= 60 MB |")
+    print(f"| daemon RSS after listing {args.rows} rows | {rows_rss:.1f} MB | | | |")
+
+
+if __name__ == "__main__":
+    main()
