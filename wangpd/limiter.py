@@ -6,8 +6,9 @@ forward by ``n / rate`` and sleeps until the TAT is no more than the burst toler
 Reading and moving the TAT happen without an ``await`` in between, so on one event loop no lock is needed and
 callers are served in the order they arrived.
 
-A rate change rescales every outstanding reservation (bytes owed stay bytes owed) and re-arms every sleeper's
-timer, so a transfer sleeping under an old, slow rate wakes as soon as a faster rate allows instead of stalling.
+A rate change rescales what every caller still owes beyond the burst (bytes owed stay bytes owed, paid at the new
+rate) and re-arms every sleeper's timer: a transfer sleeping under an old, slow rate wakes as soon as a faster rate
+allows, and a slower rate holds at once without a catch-up stall.
 """
 
 from __future__ import annotations
@@ -96,14 +97,21 @@ class RateLimiter:
             # Coming from unlimited: nothing is owed, start with a full burst.
             self._tat = now
             return
-        # Bytes still owed keep their place in line but are paid at the new rate.
+        # Only the debt beyond the burst tolerance is rescaled: bytes that were let through as burst are not
+        # charged again at a slower rate (that would stall every transfer right after a decrease). Waiters keep
+        # their place in line and pay what they still owe at the new rate.
         scale = old_rate / new_rate
-        self._tat = now + max(0.0, self._tat - now) * scale
+        self._tat = self._rescaled(self._tat, now, scale)
         for sleeper in list(self._sleepers):
-            sleeper.end = now + max(0.0, sleeper.end - now) * scale
+            sleeper.end = self._rescaled(sleeper.end, now, scale)
             if sleeper.handle is not None:
                 sleeper.handle.cancel()
             self._arm(sleeper, sleeper.end - BURST_SECONDS - now)
+
+    @staticmethod
+    def _rescaled(tat: float, now: float, scale: float) -> float:
+        debt = tat - BURST_SECONDS - now
+        return tat if debt <= 0 else now + BURST_SECONDS + debt * scale
 
     def _arm(self, sleeper: _Sleeper, delay: float) -> None:
         if delay <= 0:
