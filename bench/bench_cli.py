@@ -56,17 +56,25 @@ def main() -> None:
         shutil.copytree(ROOT / "sample" / "wan2gp", wan)
         config = work / "config.yaml"
         sock = work / "wangpd.sock"
-        config.write_text(yaml.safe_dump({
-            "wan2gp_directory": str(wan),
-            "daemon": {"state_dir": str(work / "state"), "socket": str(sock)},
-            "hub": {"endpoint": "http://127.0.0.1:9", "cache_dir": str(work / "hub")},
-            "auto_queue": {"track": "none"},
-            "watch": {"enabled": True},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "wan2gp_directory": str(wan),
+                    "daemon": {"state_dir": str(work / "state"), "socket": str(sock)},
+                    "hub": {"endpoint": "http://127.0.0.1:9", "cache_dir": str(work / "hub")},
+                    "auto_queue": {"track": "none"},
+                    "watch": {"enabled": True},
+                }
+            )
+        )
         env = {k: v for k, v in os.environ.items() if k != "WANGPCTL_SOCKET"}
         env["WANGPCTL_SOCKET"] = str(sock)
-        daemon = subprocess.Popen([PY, "-m", "wangpd", "run", "--config", str(config)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [PY, "-m", "wangpd", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -92,8 +100,17 @@ def main() -> None:
         db.executemany(
             "INSERT INTO download_queue (repo, revision, path, url, target, size, state, wanted_by, created_at,"
             " updated_at) VALUES ('Org/Repo','main',?,?,?,?, 'queued', '[\"t2v\"]', ?, ?)",
-            [(f"f{i}.bin", f"https://huggingface.co/Org/Repo/resolve/main/f{i}.bin", str(wan / "ckpts" / f"f{i}.bin"),
-              1000 + i, now, now) for i in range(args.rows)],
+            [
+                (
+                    f"f{i}.bin",
+                    f"https://huggingface.co/Org/Repo/resolve/main/f{i}.bin",
+                    str(wan / "ckpts" / f"f{i}.bin"),
+                    1000 + i,
+                    now,
+                    now,
+                )
+                for i in range(args.rows)
+            ],
         )
         db.commit()
         db.close()
@@ -105,15 +122,23 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"| measure | value | baseline | ratio | target |\n|---|---|---|---|---|")
-    print(f"| `wangpctl status` wall (median of {args.runs}) | {status*1000:.1f} ms | {baseline*1000:.1f} ms | "
-          f"{status/baseline:.2f}x | <= 1.6x |")
-    print(f"| `wangpctl status --json` | {status_json*1000:.1f} ms | {baseline*1000:.1f} ms | "
-          f"{status_json/baseline:.2f}x | |")
-    print(f"| `wangpctl status`, {args.rows} rows queued | {status_rows*1000:.1f} ms | {baseline*1000:.1f} ms | "
-          f"{status_rows/baseline:.2f}x | |")
-    print(f"| `wangpctl queue --json --limit 10000`, {args.rows} rows | {queue_json*1000:.1f} ms | "
-          f"{baseline*1000:.1f} ms | {queue_json/baseline:.2f}x | |")
+    print("| measure | value | baseline | ratio | target |\n|---|---|---|---|---|")
+    print(
+        f"| `wangpctl status` wall (median of {args.runs}) | {status * 1000:.1f} ms | {baseline * 1000:.1f} ms | "
+        f"{status / baseline:.2f}x | <= 1.6x |"
+    )
+    print(
+        f"| `wangpctl status --json` | {status_json * 1000:.1f} ms | {baseline * 1000:.1f} ms | "
+        f"{status_json / baseline:.2f}x | |"
+    )
+    print(
+        f"| `wangpctl status`, {args.rows} rows queued | {status_rows * 1000:.1f} ms | {baseline * 1000:.1f} ms | "
+        f"{status_rows / baseline:.2f}x | |"
+    )
+    print(
+        f"| `wangpctl queue --json --limit 10000`, {args.rows} rows | {queue_json * 1000:.1f} ms | "
+        f"{baseline * 1000:.1f} ms | {queue_json / baseline:.2f}x | |"
+    )
     print(f"| daemon RSS idle | {idle_rss:.1f} MB | | | <= 60 MB |")
     print(f"| daemon RSS after listing {args.rows} rows | {rows_rss:.1f} MB | | | |")
 

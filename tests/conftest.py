@@ -202,8 +202,16 @@ def daemon_factory(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Iterator[Ca
     """Build (not start) daemons on a config in tmp_path; all are stopped at the end."""
     made: list[DaemonProcess] = []
 
-    def build(env: dict[str, str] | None = None, **sections: Any) -> DaemonProcess:
+    def build(env: dict[str, str] | None = None, paused: bool = False, **sections: Any) -> DaemonProcess:
+        """``paused``: start with downloads paused (stored beforehand, as `wangpctl pause` would), so that queued
+        rows stay queued while a test looks at them."""
         config = write_config(tmp_path, wan2gp, short_dir, **sections)
+        if paused:
+            from wangpd.store import Store
+
+            store = Store.open(tmp_path / "state" / "hfcache.db")
+            store.set_setting("paused", True)
+            store.close()
         daemon = DaemonProcess(config, short_dir / "wangpd.sock", short_dir, env)
         made.append(daemon)
         return daemon

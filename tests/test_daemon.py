@@ -81,7 +81,7 @@ def test_stale_socket_is_replaced(daemon_factory) -> None:
 
 
 def test_restart_recovers_downloading_rows(daemon_factory, tmp_path: Path) -> None:
-    daemon = daemon_factory()
+    daemon = daemon_factory(paused=True)
     daemon.start()
     added = daemon.ctl_json("add", "https://huggingface.co/Org/Repo/resolve/main/big.safetensors")
     job_id = added["files"][0]["job"]["id"]

@@ -53,7 +53,8 @@ def test_daemon_error_exits_1_with_one_line(daemon: DaemonProcess) -> None:
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["error"]["code"] == -32001
 
 
-def test_seed_workflow_add_queue_pause_clear(daemon: DaemonProcess) -> None:
+def test_seed_workflow_add_queue_pause_clear(daemon_factory) -> None:
+    daemon = daemon_factory(paused=True).start()
     url = "https://huggingface.co/DeepBeepMeep/Wan2.1/resolve/main/Wan2.1_VAE.safetensors"
     added = daemon.ctl_json("add", url)
     job_id = str(added["files"][0]["job"]["id"])

@@ -315,6 +315,122 @@ def reload(ctx: Ctx) -> None:
     ctx.out(ctx.call("reload"), lambda r: "reloaded" + (f": {', '.join(r['changes'])}" if r["changes"] else ""))
 
 
+# ---- models, plan, approvals ---------------------------------------------------------------------------------------
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--filter", "filter_", metavar="TEXT", help="Substring of type/name/family, or a glob on the type.")
+@click.option("--missing/--all", "missing", default=True, help="Only models missing files (default), or all.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.pass_context
+def models(click_ctx: click.Context, filter_: str | None, missing: bool, as_json: bool) -> None:
+    """Wan2GP's model types: files present/total and what is missing (the seed's Models tab)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Ctx = click_ctx.find_object(Ctx)  # type: ignore[assignment]
+    ctx.as_json = ctx.as_json or as_json
+    result = ctx.call("models.list", filter=filter_, missing=missing)
+
+    def human(r: dict[str, Any]) -> str:
+        if not r["models"]:
+            return "every model is complete" if missing and not filter_ else "no matching models"
+        rows = []
+        for m in r["models"]:
+            state = fmt.colour("error", "red", ctx.colour) if m["error"] else f"{m['present']}/{m['total']}"
+            missing_bytes = fmt.bytes_(m["missing_bytes"]) if m["missing_bytes"] is not None else "?"
+            rows.append(
+                [
+                    m["type"],
+                    m["name"][:40],
+                    m["family"],
+                    state,
+                    "-" if m["complete"] else missing_bytes,
+                    m["tracked"] or "",
+                    (m["error"] or "")[:70],
+                ]
+            )
+        text = fmt.table(["TYPE", "NAME", "FAMILY", "FILES", "MISSING", "TRACKED", "ERROR"], rows, right=(3, 4))
+        return text + f"\n{r['count']} model(s)" + ("; --all to list complete ones too" if missing else "")
+
+    ctx.out(result, human)
+
+
+@command(models, "show")
+@click.argument("model_type", metavar="TYPE")
+@click.option("--all-variants", is_flag=True, help="Every variant, not only the one Wan2GP would load.")
+def models_show(ctx: Ctx, model_type: str, all_variants: bool) -> None:
+    """Every file one model needs, where it goes and whether it is there."""
+    result = ctx.call("models.show", type=model_type, all_variants=all_variants)
+
+    def human(r: dict[str, Any]) -> str:
+        model = r["model"]
+        lines = [f"{model_type}: {model.get('name', '')} ({model.get('family', '')})"]
+        if model.get("error"):
+            lines.append(f"error: {model['error']}")
+        for warning in model.get("warnings") or []:
+            lines.append(f"warning: {warning}")
+        lines.append("defined in: " + ", ".join(model["definition_files"]))
+        rows = [
+            [
+                f["status"],
+                fmt.bytes_(f["size"]) if f.get("size") is not None else "?",
+                f["local"],
+                f.get("repo") or "",
+                f.get("role", ""),
+            ]
+            for f in r["files"]
+        ]
+        lines.append(fmt.table(["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"], rows, right=(1,)))
+        return "\n".join(lines)
+
+    ctx.out(result, human)
+
+
+@command(cli)
+@click.option("--model", "model_globs", multiple=True, metavar="GLOB", help="Only these model types (repeatable).")
+@click.option("--all-variants", is_flag=True, help="Every variant, not only the one Wan2GP would load.")
+def plan(ctx: Ctx, model_globs: tuple[str, ...], all_variants: bool) -> None:
+    """What the daemon plans: every wanted file with its status (use --json for the full record)."""
+    result = ctx.call("plan", models=list(model_globs) or None, all_variants=all_variants)
+
+    def human(r: dict[str, Any]) -> str:
+        counts: dict[str, int] = {}
+        for f in r["files"]:
+            counts[f["status"]] = counts.get(f["status"], 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        missing = r.get("missing_bytes")
+        return f"{len(r['files'])} files: {summary}; missing {fmt.bytes_(missing) if missing is not None else '?'}"
+
+    ctx.out(result, human)
+
+
+@command(cli)
+def rescan(ctx: Ctx) -> None:
+    """Re-read Wan2GP's definitions now and queue what tracked models miss."""
+    result = ctx.call("rescan")
+    ctx.out(
+        result,
+        lambda r: (
+            f"rescanned: {r.get('queued', 0)} file(s) queued"
+            + (f", held for approval as batch {r['batch']}" if r.get("approval") else "")
+        ),
+    )
+
+
+@command(cli)
+@click.argument("batch", required=False)
+def approve(ctx: Ctx, batch: str | None) -> None:
+    """Start an automatic batch held for approval (every held batch when none is named)."""
+    ctx.out(ctx.call("approve", batch=batch), lambda r: f"approved {r['approved']} file(s), {fmt.bytes_(r['bytes'])}")
+
+
+@command(cli)
+@click.argument("batch", required=False)
+def reject(ctx: Ctx, batch: str | None) -> None:
+    """Drop an automatic batch held for approval; its files are not proposed again."""
+    ctx.out(ctx.call("reject", batch=batch), lambda r: f"rejected {r['rejected']} file(s), {fmt.bytes_(r['bytes'])}")
+
+
 def main() -> None:
     """Console entry point; click's usage errors exit 2."""
     cli(prog_name="wangpctl")

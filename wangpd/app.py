@@ -18,11 +18,14 @@ from wangpd.config import Config, load_config
 from wangpd.control import Control, disk_free
 from wangpd.errors import InvalidParams
 from wangpd.events import EventBus
+from wangpd.keeper import Keeper
 from wangpd.notify import Notifier
 from wangpd.rpc import AccessPolicy, RpcServer
 from wangpd.schedule import effective_limit
 from wangpd.store import Job, Store
 from wangpd.units import format_rate
+from wangpd.watcher import Watcher, WatchTargets, is_own_temp_file
+from wangpd.workers import Engine
 
 __all__ = ["Daemon"]
 
@@ -39,7 +42,9 @@ class Daemon:
         self.store: Store = None  # type: ignore[assignment]  # opened in startup(), before anything uses it
         self.control = Control(self)
         self.rpc: RpcServer | None = None
-        self.engine: Any = None
+        self.engine: Engine | None = None
+        self.keeper: Keeper = None  # type: ignore[assignment]
+        self.watcher: Watcher | None = None
         self.started = time.monotonic()
         self.started_wall = time.time()
         self.paused = False
@@ -74,7 +79,16 @@ class Daemon:
         self.paused = bool(self.store.get_setting("paused", False))
         manual = self.store.get_setting("manual_limit")
         self.manual_limit = (int(manual[0]), float(manual[1])) if manual else None
+        self.engine = Engine(cfg, self.store, self.events, paused=self.paused)
         self._apply_limit()
+        self.keeper = Keeper(
+            cfg,
+            self.store,
+            self.events,
+            linkable=self.engine.linkable,
+            fetch_sizes=self.engine.fetch_sizes,
+            disk_free=lambda: disk_free(self.config.hub.cache_dir),
+        )
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -86,6 +100,7 @@ class Daemon:
             self.control, self.events, AccessPolicy(cfg.daemon.socket_group, cfg.daemon.read_only_others)
         )
         self.listening = await self.rpc.start(cfg.daemon.socket, gid, dict(cfg.environ))
+        await self.engine.start()
         log.info(
             "wangpd %s listening on %s (%s); queue %s; Wan2GP %s",
             __version__,
@@ -98,6 +113,8 @@ class Daemon:
         # `wangpctl status` works.
         self.notifier.ready(self.status_line())
         self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
+        self._start_watcher()
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         self.events.publish("started", version=__version__)
@@ -157,6 +174,11 @@ class Daemon:
         self._apply_limit()
         if self.engine is not None:
             self.engine.reconfigure(new)
+        self.keeper.reconfigure(new)
+        if _section_changed(changes, "watch") or _section_changed(changes, "wan2gp"):
+            self._start_watcher()
+        if _section_changed(changes, "wan2gp") or _section_changed(changes, "auto_queue"):
+            self._tasks.append(asyncio.create_task(self.rescan("reload"), name="rescan"))
         log.info("config reloaded from %s: %s", new.path, ", ".join(changes) or "no changes")
         self.events.publish("reloaded", changes=changes)
         self.notifier.ready(self.status_line())
@@ -175,6 +197,61 @@ class Daemon:
                 remaining_bytes=totals["remaining_bytes"],
                 paused=self.paused,
             )
+
+    def _start_watcher(self) -> None:
+        for task in [t for t in self._tasks if t.get_name() == "watcher"]:
+            task.cancel()
+            self._tasks.remove(task)
+        self.watcher = None
+        watch = self.config.watch
+        if not watch.enabled:
+            return
+        self.watcher = Watcher(
+            self._watch_targets,
+            self._on_files_changed,
+            force_polling=watch.force_polling,
+            poll_interval=watch.poll_interval,
+            debounce=watch.debounce,
+        )
+        self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
+
+    def _watch_targets(self) -> WatchTargets:
+        root = self.config.wan2gp.directory
+        catalog = self.keeper.catalog
+        roots = catalog.settings.checkpoints_paths if catalog else ("ckpts", ".")
+        loras = catalog.settings.loras_root if catalog else "loras"
+        recursive = [root / "defaults", root / "finetunes", root / loras]
+        recursive += [root / r for r in roots if (root / r).resolve() != root.resolve()]
+        return WatchTargets(recursive=tuple(dict.fromkeys(recursive)), shallow=(root,))
+
+    async def _on_files_changed(self, paths: set[Path]) -> None:
+        paths = {p for p in paths if not is_own_temp_file(p)}
+        if not paths:
+            return
+        root = self.config.wan2gp.directory
+        if self.watcher is not None and any(p.parent == root and p.name in ("defaults", "finetunes") for p in paths):
+            self.watcher.restart()  # a watched folder appeared (or went): watch the new set
+        definitions = {p for p in paths if p.suffix == ".json" and p.parent.name in ("defaults", "finetunes")}
+        log.debug("changed: %s", ", ".join(sorted(str(p) for p in paths))[:300])
+        await self.rescan("watch", definitions)
+
+    async def rescan(self, why: str = "rescan", changed: set[Path] | None = None) -> dict[str, Any]:
+        """Re-read definitions and queue what tracked models miss; errors are logged, never fatal."""
+        try:
+            return await self.keeper.refresh(changed or (), why)
+        except Exception as exc:
+            log.exception("re-planning (%s) failed", why)
+            self.events.publish("error", message=f"re-planning failed: {exc}")
+            raise
+
+    async def _reconcile_loop(self) -> None:
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(self.config.watch.reconcile_interval)
+            with contextlib.suppress(Exception):
+                await self.rescan("startup" if first else "reconcile")
+            first = False
 
     async def _watchdog_loop(self) -> None:
         # Pinged from the event loop itself: if the loop blocks, the pings stop and systemd restarts us.
@@ -226,12 +303,12 @@ class Daemon:
                 "hf_cache": disk_free(self.config.hub.cache_dir),
             },
             "batches": self.store.batches(),
-            "watcher": self.engine_watcher_state(),
+            "watcher": self.watcher.describe()
+            if self.watcher
+            else {"state": "off", "reason": "watch.enabled is false"},
+            "auto_queue": self.keeper.describe(),
             "last_errors": last_errors,
         }
-
-    def engine_watcher_state(self) -> dict[str, Any]:
-        return {"state": "off", "reason": "not started"}
 
     def limit_info(self) -> dict[str, Any]:
         now = dt.datetime.now().astimezone()
@@ -277,13 +354,14 @@ class Daemon:
         if self.engine is not None:
             self.engine.set_paused(paused)
 
-    def job_changed(self, job: Job) -> None:
+    def job_changed(self, job: Job | None) -> None:
         """A job was changed from outside the engine (pause, cancel, retry, add): let the engine react."""
         if self.engine is not None:
             self.engine.job_changed(job)
 
     def checkpoints_root(self) -> str:
-        return "ckpts"
+        catalog = self.keeper.catalog if self.keeper else None
+        return catalog.settings.checkpoints_paths[0] if catalog else "ckpts"
 
     def resolve_target(self, relative: str) -> Path:
         """An absolute path inside the Wan2GP folder for a client-given relative target; refuses escapes."""
@@ -294,6 +372,10 @@ class Daemon:
         if candidate == root or root not in candidate.parents:
             raise InvalidParams(f"target {relative!r} is outside the Wan2GP folder {root}")
         return candidate
+
+
+def _section_changed(changes: list[str], section: str) -> bool:
+    return any(change.startswith(section + ".") for change in changes)
 
 
 def _diff(old: Config, new: Config) -> list[str]:

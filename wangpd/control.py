@@ -201,6 +201,48 @@ class Control:
         log.info("bandwidth limit now %s (%s)", format_rate(info["limit"]), info["source"])
         return info
 
+    # ---- models (catalog + planner) -------------------------------------------------------------------------------
+
+    async def models_list(self, filter: str | None = None, missing: bool = True) -> dict[str, Any]:
+        """Model types with files present/total and missing bytes. ``filter``: substring, or a glob on the type;
+        ``missing`` (default) lists only models that miss files (or fail to resolve)."""
+        rows = await self.daemon.keeper.models_list(filter, missing)
+        return {"models": rows, "count": len(rows)}
+
+    async def models_show(self, type: str, all_variants: bool = False) -> dict[str, Any]:
+        return await self.daemon.keeper.model_show(type, all_variants)
+
+    async def models_add(
+        self, types: list, all_variants: bool = False, dry_run: bool = False, priority: int = 0
+    ) -> dict[str, Any]:
+        """Queue the missing files of these model types (globs allowed); they are then kept complete."""
+        if not all(isinstance(t, str) and t for t in types):
+            raise InvalidParams("types must be a list of model type names")
+        result = await self.daemon.keeper.add_models(
+            types, all_variants=all_variants, dry_run=dry_run, priority=priority
+        )
+        if not dry_run:
+            self.daemon.job_changed(None)
+        return result
+
+    async def plan(self, models: list | None = None, all_variants: bool = False) -> dict[str, Any]:
+        """The full plan: every wanted file with its status (present / linkable / missing)."""
+        return await self.daemon.keeper.plan_json(models, all_variants)
+
+    async def rescan(self) -> dict[str, Any]:
+        """Re-read every definition now and queue what tracked models miss."""
+        return await self.daemon.rescan("rescan")
+
+    async def approve(self, batch: str | None = None) -> dict[str, Any]:
+        """Start a held automatic batch (all held batches when none is named)."""
+        result = self.daemon.keeper.decide_batch(batch, approve=True)
+        self.daemon.job_changed(None)
+        return result
+
+    async def reject(self, batch: str | None = None) -> dict[str, Any]:
+        """Drop a held automatic batch; its files are not proposed again (`wangpctl add` still can)."""
+        return self.daemon.keeper.decide_batch(batch, approve=False)
+
     async def reload(self) -> dict[str, Any]:
         """Re-read the config file; transfers keep running. A bad config is refused and the old one stays."""
         try:

@@ -128,5 +128,36 @@ def check_config(ctx: click.Context, config_path: str | None) -> None:
     click.echo(f"  bandwidth     : {format_rate(config.download.bandwidth)}, {config.download.concurrency} at a time")
 
 
+@cli.command("plan")
+@click.option("--wan2gp", "wan2gp_dir", metavar="DIR", help="Wan2GP folder (default: wan2gp_directory of the config).")
+@click.option("--model", "model_globs", multiple=True, metavar="GLOB", help="Only these model types (repeatable).")
+@click.option("--all-variants", is_flag=True, help="Every variant, not only the one Wan2GP would load.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--config", "config_path", metavar="PATH", help="config.yaml (for wan2gp_directory and handler tables)")
+@click.pass_context
+def plan_command(
+    ctx: click.Context,
+    wan2gp_dir: str | None,
+    model_globs: tuple[str, ...],
+    all_variants: bool,
+    as_json: bool,
+    config_path: str | None,
+) -> None:
+    """Print what Wan2GP will need and what is missing, without a daemon ("what would this cost me")."""
+    from wangpd.planner import run_plan_cli
+
+    handler_files: tuple[Path, ...] = ()
+    if wan2gp_dir is None:
+        config = _load(config_path or (ctx.obj or {}).get("config_path"))
+        folder = config.wan2gp.directory
+        handler_files = config.wan2gp.handler_files
+    else:
+        folder = Path(wan2gp_dir)
+        if not folder.is_dir():
+            click.echo(f"wangpd plan: --wan2gp {wan2gp_dir}: no such folder", err=True)
+            sys.exit(protocol.EXIT_USAGE)
+    sys.exit(run_plan_cli(folder, model_globs, all_variants, as_json, handler_files=handler_files))
+
+
 def main() -> None:  # pragma: no cover - console script shim
     cli()

@@ -121,5 +121,7 @@ def client_socket_candidates(environ: dict[str, str] | None = None) -> list[Path
     env = os.environ if environ is None else environ
     if env.get("WANGPCTL_SOCKET"):
         return [Path(env["WANGPCTL_SOCKET"])]
-    candidates = [default_socket_path({k: v for k, v in env.items() if k != "RUNTIME_DIRECTORY"}), SYSTEM_SOCKET]
+    # Under systemd (ExecReload=wangpctl reload) $RUNTIME_DIRECTORY is the daemon's own folder: try it first.
+    without_runtime = {k: v for k, v in env.items() if k != "RUNTIME_DIRECTORY"}
+    candidates = [default_socket_path(env), default_socket_path(without_runtime), SYSTEM_SOCKET]
     return list(dict.fromkeys(candidates))

@@ -1,0 +1,312 @@
+"""The engine: claims queued jobs and turns them into verified files where Wan2GP looks.
+
+For each job, cheapest first: the file is already there -> InvokeAI has it (link, download nothing) -> the HF
+cache has it -> download into the HF cache (shaped, resumable, verified) -> link into place. A poll loop with a
+dict of running tasks, as in arq; every end of a job is one guarded store transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wangpd import transfer
+from wangpd.catalog import WantedFile
+from wangpd.config import Config
+from wangpd.errors import BadState, DiskFull, TransferError, WangpError
+from wangpd.events import EventBus
+from wangpd.hfcache import HFCache
+from wangpd.hub import FileMeta, Hub
+from wangpd.invokeai import InvokeAIIndex
+from wangpd.limiter import RateLimiter
+from wangpd.linker import OutsideRoots, TargetExists, link_into_place
+from wangpd.store import FileMeta as StoredMeta
+from wangpd.store import Job, JobState, Store
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between progress writes to the store and events
+
+
+class Engine:
+    """Runs up to ``download.concurrency`` jobs at once; all share one :class:`RateLimiter`."""
+
+    def __init__(self, config: Config, store: Store, events: EventBus, *, rate: int = 0, paused: bool = False):
+        self.config = config
+        self.store = store
+        self.events = events
+        self.hub = Hub(config.hub)
+        self.cache = HFCache(config.hub.cache_dir)
+        self.limiter = RateLimiter(rate)
+        self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
+        self.paused = paused
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.speeds: dict[int, float] = {}
+        self._wake = asyncio.Event()
+        self._session: Any = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._warned_invokeai: str | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._session = transfer.open_session(self.config.hub.request_timeout)
+        await asyncio.to_thread(self.refresh_invokeai)
+        self._loop_task = asyncio.create_task(self._loop(), name="engine")
+
+    async def stop(self) -> None:
+        """Stop every transfer (parts are kept) and put its job back to queued for the next start."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._halt(list(self.running), requeue=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        if config.invokeai != self.invokeai_config:
+            self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
+            self.refresh_invokeai()
+        self._wake.set()
+
+    @property
+    def invokeai_config(self) -> Any:
+        return self.config.invokeai
+
+    def refresh_invokeai(self) -> None:
+        count = self.invokeai.refresh()
+        if self.invokeai.warning and self.invokeai.warning != self._warned_invokeai:
+            log.warning("InvokeAI: %s", self.invokeai.warning)
+            self._warned_invokeai = self.invokeai.warning
+        elif self.invokeai.db_path is not None and not self.invokeai.warning:
+            log.info("InvokeAI: %d model(s) in %s can be reused", count, self.invokeai.db_path)
+
+    # ---- control -------------------------------------------------------------------------------------------------
+
+    def set_rate(self, rate: int) -> None:
+        self.limiter.set_rate(rate)
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if paused:
+            asyncio.get_running_loop().create_task(self._halt(list(self.running), requeue=True))
+        self._wake.set()
+
+    def job_changed(self, job: Job | None) -> None:
+        """Pause/cancel of a running job stops its transfer; anything else may make work: wake the loop."""
+        if job is not None and job.id in self.running and job.state is not JobState.DOWNLOADING:
+            self.running[job.id].cancel()
+        self._wake.set()
+
+    def total_speed(self) -> float:
+        return sum(self.speeds.values())
+
+    async def _halt(self, job_ids: Sequence[int], *, requeue: bool) -> None:
+        tasks = [self.running[i] for i in job_ids if i in self.running]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if requeue:
+            for job_id in job_ids:
+                with contextlib.suppress(BadState):
+                    self.store.transition(job_id, JobState.QUEUED)
+
+    # ---- the loop ------------------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            if not self.paused:
+                while len(self.running) < self.config.download.concurrency:
+                    job = self.store.claim_next(exclude=self.running)
+                    if job is None:
+                        break
+                    self.running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._wake.clear()
+            # Woken by a change, or every second anyway (a cheap safety net against a missed wake-up).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _run(self, job: Job) -> None:
+        started = time.monotonic()
+        self.events.publish("job", id=job.id, state="downloading", target=job.target, attempt=job.attempts)
+        try:
+            source, fetched = await self._complete(job)
+        except asyncio.CancelledError:
+            self.speeds.pop(job.id, None)
+            raise
+        except DiskFull as exc:
+            self._fail(job, f"disk full: {exc}")
+        except (TransferError, TargetExists, OutsideRoots) as exc:
+            self._fail(job, str(exc))
+        except WangpError as exc:
+            self._fail(job, str(exc))
+        except OSError as exc:
+            self._fail(job, f"{exc.strerror or exc} ({exc.filename or job.target})")
+        except Exception as exc:  # a bug must fail one job, not the daemon
+            log.exception("job %d failed unexpectedly", job.id)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            with contextlib.suppress(BadState):
+                done = self.store.transition(
+                    job.id,
+                    JobState.COMPLETE,
+                    source=source,
+                    last_error=None,
+                    **({"bytes_done": job.size} if job.size else {}),
+                )
+                seconds = time.monotonic() - started
+                log.info(
+                    "job %d complete via %s: %s (%s fetched in %.1fs)",
+                    job.id,
+                    source,
+                    done.target,
+                    _human(fetched),
+                    seconds,
+                )
+                self.events.publish(
+                    "job", id=job.id, state="complete", source=source, target=done.target, fetched=fetched
+                )
+        finally:
+            self.speeds.pop(job.id, None)
+            self.running.pop(job.id, None)
+            self._wake.set()
+
+    def _fail(self, job: Job, message: str) -> None:
+        with contextlib.suppress(BadState):
+            self.store.transition(job.id, JobState.FAILED, last_error=message[:1000])
+            log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
+            self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
+
+    def _roots(self) -> list[Path]:
+        return [self.config.wan2gp.directory]
+
+    def _link(self, source: Path, target: Path) -> str:
+        return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=self._roots())  # type: ignore[arg-type]
+
+    async def _complete(self, job: Job) -> tuple[str, int]:
+        """Make the job's target exist with the right content; return (how, bytes fetched)."""
+        target = Path(job.target)
+        if job.path.endswith("/"):
+            raise TransferError(
+                f"{job.path} is a whole repo folder; wangpd cannot fetch folders yet "
+                "(Wan2GP fetches it itself on first use)",
+                retryable=False,
+            )
+        if target.exists():  # Wan2GP takes any file at its path as complete; so do we (never overwrite it)
+            return "present", 0
+        if job.repo:
+            found = self.invokeai.find(job.repo, job.path, job.url, job.size)
+            if found is not None:
+                await asyncio.to_thread(self._link, found, target)
+                return "invokeai", 0
+            result = await transfer.fetch_to_cache(
+                job.repo,
+                job.revision,
+                job.path,
+                hub=self.hub,
+                cache=self.cache,
+                session=self._session,
+                limiter=self.limiter,
+                config=self.config.download,
+                expected_sha256=job.sha256,
+                progress=self._progress(job),
+                on_retry=self._on_retry(job),
+            )
+            self._remember(result.meta)
+            if job.size is None and result.meta.size is not None:
+                self.store.set_job_fields(job.id, size=result.meta.size, sha256=result.meta.sha256)
+        else:
+            result = await transfer.fetch_url(
+                job.url,
+                url_dir=transfer.default_url_dir(self.config.hub.cache_dir),
+                allowed_hosts=self.config.hub.allowed_hosts,
+                session=self._session,
+                limiter=self.limiter,
+                config=self.config.download,
+                expected_sha256=job.sha256,
+                expected_size=job.size,
+                progress=self._progress(job),
+                on_retry=self._on_retry(job),
+            )
+        await asyncio.to_thread(self._link, result.path, target)
+        return ("hf-cache" if result.cached else "download"), result.fetched
+
+    def _remember(self, meta: FileMeta) -> None:
+        if meta.repo:
+            self.store.put_meta(
+                StoredMeta(
+                    meta.repo, meta.revision, meta.path, meta.size, meta.sha256, meta.etag, meta.commit, time.time()
+                )
+            )
+
+    def _progress(self, job: Job) -> transfer.Progress:
+        meter = transfer.SpeedMeter()
+        last = [0.0]
+
+        def report(bytes_done: int) -> None:
+            speed = meter.update(bytes_done)
+            self.speeds[job.id] = speed
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL:
+                last[0] = now
+                self.store.update_progress(job.id, bytes_done, speed)
+                self.events.publish("progress", id=job.id, bytes_done=bytes_done, size=job.size, speed=round(speed))
+
+        return report
+
+    def _on_retry(self, job: Job) -> Any:
+        def told(error: BaseException, attempt: int, delay: float) -> None:
+            log.warning("job %d: %s; try %d in %.1fs", job.id, error, attempt + 1, delay)
+            self.store.set_job_fields(job.id, last_error=f"retrying: {error}"[:1000])
+            self.events.publish("retry", id=job.id, error=str(error), attempt=attempt, delay=round(delay, 1))
+
+        return told
+
+    # ---- for the keeper ------------------------------------------------------------------------------------------
+
+    def linkable(self, wanted: WantedFile) -> str | None:
+        """Where a wanted file already is without downloading: the HF cache or InvokeAI."""
+        if wanted.repo and not wanted.whole_folder:
+            if self.cache.find_cached(wanted.repo, wanted.revision, wanted.path_in_repo) is not None:
+                return "hf-cache"
+            if self.invokeai.find(wanted.repo, wanted.path_in_repo, wanted.url, None) is not None:
+                return "invokeai"
+        return None
+
+    async def fetch_sizes(self, files: Sequence[WantedFile]) -> None:
+        """Ask the Hub for the size (and sha256) of files, eight at a time; remembered in hf_file_cache."""
+        semaphore = asyncio.Semaphore(8)
+        max_age = self.config.hub.metadata_max_age
+
+        async def one(wanted: WantedFile) -> None:
+            if not wanted.repo or wanted.whole_folder:
+                return
+            if self.store.get_meta(wanted.repo, wanted.revision, wanted.path_in_repo, max_age) is not None:
+                return
+            async with semaphore:
+                meta = await self.hub.file_metadata(wanted.repo, wanted.revision, wanted.path_in_repo)
+            self._remember(meta)
+
+        results = await asyncio.gather(*(one(w) for w in files), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+
+def _human(count: int) -> str:
+    from wangpd.units import format_bytes
+
+    return format_bytes(count)
