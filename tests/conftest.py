@@ -225,3 +225,29 @@ def daemon_factory(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Iterator[Ca
 def daemon(daemon_factory: Callable[..., DaemonProcess]) -> DaemonProcess:
     """A running daemon with the default test config."""
     return daemon_factory().start()
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[Any]:
+    """The in-repo fake Hub (127.0.0.1) + CDN (127.0.0.2) on their own loop in a thread."""
+    from fakehub import FakeHubThread
+
+    with FakeHubThread() as hub:
+        yield hub
+
+
+def serve_models(hub: Any, wan2gp_dir: Path, models: tuple[str, ...] | None = None, size: int = 2000) -> dict:
+    """Register on the fake hub every file the catalog wants for ``models`` (all when None), each ``size`` bytes
+    (LFS-sized names stay LFS). Returns {local path: FakeFile}."""
+    from wangpd.catalog import load_catalog
+
+    catalog = load_catalog(wan2gp_dir, all_variants=True)
+    served = {}
+    for model_type, model in catalog.models.items():
+        if models is not None and model_type not in models:
+            continue
+        for wanted in (*model.files, *model.alternatives):
+            if wanted.repo and not wanted.whole_folder and (wanted.repo, wanted.path_in_repo) not in hub.files:
+                seed = len(hub.files) + 1
+                served[wanted.local] = hub.add_file(wanted.repo, wanted.path_in_repo, size=size, seed=seed)
+    return served
