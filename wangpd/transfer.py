@@ -216,7 +216,6 @@ class _Part:
             written = os.pwrite(self.fd, view, self.length)
             self.length += written
             view = view[written:]
-        self.update_hashes(data)
 
     def fsync(self) -> None:
         os.fsync(self.fd)
@@ -337,7 +336,11 @@ async def download(
 
 
 class _Writer:
-    """Feeds received bytes to the part in chunks, one write in flight while the next chunk is read."""
+    """Feeds received bytes to the part in chunks.
+
+    Writing and hashing are two ordered chains in worker threads (both release the GIL), each with one chunk in
+    flight while the loop reads the next: with spare cores, network, disk and sha256 all run at once.
+    """
 
     def __init__(self, part: _Part, chunk_size: int, report: Progress) -> None:
         self.part = part
@@ -346,8 +349,8 @@ class _Writer:
         self.loop = asyncio.get_running_loop()
         self.batch: list[bytes] = []
         self.batch_len = 0
-        self.pending: asyncio.Future[None] | None = None
-        self.pending_end = 0
+        self.writing: asyncio.Future[None] | None = None
+        self.hashing: asyncio.Future[None] | None = None
 
     async def add(self, piece: bytes) -> None:
         self.batch.append(piece)
@@ -355,18 +358,19 @@ class _Writer:
         if self.batch_len >= self.chunk_size:
             await self._settle()
             data = b"".join(self.batch) if len(self.batch) > 1 else self.batch[0]
-            self.pending_end = self.part.length + self.batch_len
             self.batch, self.batch_len = [], 0
-            self.pending = self.loop.run_in_executor(None, self.part.write, data)
-
-    @property
-    def queued(self) -> int:
-        return self.batch_len + (self.pending_end - self.part.length if self.pending is not None else 0)
+            self.writing = self.loop.run_in_executor(None, self.part.write, data)
+            self.hashing = self.loop.run_in_executor(None, self.part.update_hashes, data)
 
     async def _settle(self) -> None:
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            await pending
+        writing, hashing, self.writing, self.hashing = self.writing, self.hashing, None, None
+        try:
+            if writing is not None:
+                await writing
+        finally:
+            if hashing is not None:
+                await hashing  # never leave a thread updating a hash we might read next
+        if writing is not None:
             self.report(self.part.length)
 
     async def flush(self) -> None:
@@ -375,6 +379,7 @@ class _Writer:
         if self.batch:
             data, self.batch, self.batch_len = b"".join(self.batch), [], 0
             await self.loop.run_in_executor(None, self.part.write, data)
+            await self.loop.run_in_executor(None, self.part.update_hashes, data)
             self.report(self.part.length)
 
 
@@ -422,6 +427,7 @@ async def _stream(
                     report(0)
             else:
                 raise TransferError(f"{meta.url}: unexpected HTTP status {response.status}", retryable=True)
+            received = part.length  # the part, then every byte of this response (the writer lags behind)
             try:
                 while True:
                     # Under a limit, small reads keep the shaping smooth at 100 ms scale (a 2 MiB read at 5 MiB/s
@@ -432,7 +438,8 @@ async def _stream(
                         piece = await response.content.read(most)
                     if not piece:
                         break
-                    if size is not None and part.length + writer.queued + len(piece) > size:
+                    received += len(piece)
+                    if size is not None and received > size:
                         await writer.flush()
                         await loop.run_in_executor(None, part.restart)
                         raise TransferError(f"{meta.url}: server sent more than {size} bytes; restarting")
