@@ -219,6 +219,8 @@ def daemon_factory(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Iterator[Ca
     yield build
     for daemon in made:
         daemon.close()
+        # Shown by pytest only when the test failed: the daemon's side of the story.
+        print(f"--- daemon log ({daemon.config}) ---\n{daemon.log()[-6000:]}")
 
 
 @pytest.fixture

@@ -57,8 +57,12 @@ def test_bandwidth_units(base: Path, rate: str, expected: int) -> None:
 
 def test_systemd_directories_are_the_defaults(base: Path) -> None:
     path = write(base, "wan2gp_directory: wan2gp\n")
-    env = {"HOME": "/h", "STATE_DIRECTORY": "/var/lib/wangpd", "RUNTIME_DIRECTORY": "/run/wangpd",
-           "CACHE_DIRECTORY": "/var/cache/wangpd"}
+    env = {
+        "HOME": "/h",
+        "STATE_DIRECTORY": "/var/lib/wangpd",
+        "RUNTIME_DIRECTORY": "/run/wangpd",
+        "CACHE_DIRECTORY": "/var/cache/wangpd",
+    }
     config = load_config(path, environ=env)
     assert config.daemon.db_path == Path("/var/lib/wangpd/hfcache.db")
     assert config.daemon.socket == Path("/run/wangpd/wangpd.sock")
@@ -67,8 +71,12 @@ def test_systemd_directories_are_the_defaults(base: Path) -> None:
 
 def test_xdg_defaults_and_hf_env(base: Path) -> None:
     path = write(base, "wan2gp_directory: wan2gp\n")
-    env = {"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/1000", "HF_HUB_CACHE": "/data/hub",
-           "HF_ENDPOINT": "http://127.0.0.1:8000/"}
+    env = {
+        "HOME": "/h",
+        "XDG_RUNTIME_DIR": "/run/user/1000",
+        "HF_HUB_CACHE": "/data/hub",
+        "HF_ENDPOINT": "http://127.0.0.1:8000/",
+    }
     config = load_config(path, environ=env)
     assert config.daemon.socket == Path("/run/user/1000/wangpd/wangpd.sock")
     assert config.daemon.db_path == Path("/h/.local/state/wangpd/hfcache.db")
@@ -155,7 +163,9 @@ def test_bad_config_exits_78_with_one_line(base: Path, command: list[str]) -> No
 def test_check_config_ok(base: Path) -> None:
     path = write(base, "wan2gp_directory: wan2gp\n")
     result = subprocess.run(
-        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)], capture_output=True, text=True,
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
         timeout=30,
     )
     assert result.returncode == 0, result.stderr

@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, DaemonProcess, wait_for, write_config
 
 
 def rpc_curl(sock: Path, body: str) -> tuple[int, str]:
     result = subprocess.run(
         ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", str(sock), "-d", body, "http://wangpd/rpc"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     text, _, code = result.stdout.rpartition("\n")
     return int(code), text
@@ -155,9 +158,25 @@ def test_socket_activation(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Non
     daemon = DaemonProcess(config, sock, notify_dir)
     log = daemon.log_path.open("ab")
     daemon.proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(sock), "-E", "NOTIFY_SOCKET", "-E", "PATH",
-         sys.executable, "-m", "wangpd", "run", "--config", str(config)],
-        env=daemon.env, stdout=log, stderr=log, cwd=str(ROOT),
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(sock),
+            "-E",
+            "NOTIFY_SOCKET",
+            "-E",
+            "PATH",
+            sys.executable,
+            "-m",
+            "wangpd",
+            "run",
+            "--config",
+            str(config),
+        ],
+        env=daemon.env,
+        stdout=log,
+        stderr=log,
+        cwd=str(ROOT),
     )
     log.close()
     try:
@@ -173,7 +192,9 @@ def test_socket_activation(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Non
 def test_wangpctl_not_running_exit_3(short_dir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "wangpctl", "--socket", str(short_dir / "none.sock"), "status"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 3
     assert "wangpd is not running" in result.stderr and str(short_dir / "none.sock") in result.stderr
@@ -199,7 +220,8 @@ def call_as(uid: int, sock: Path, method: str) -> dict:
             body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
             client.sendall(
                 b"POST /rpc HTTP/1.1\r\nHost: wangpd\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
             )
             chunks = []
             while chunk := client.recv(65536):

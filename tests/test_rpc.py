@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess
 
+from conftest import DaemonProcess
 from wangpd import protocol
 from wangpd.control import Control
 from wangpd.rpc import AccessPolicy, Peer, dispatch

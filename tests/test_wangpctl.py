@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, DaemonProcess
 
 HEAVY = ("aiohttp", "huggingface_hub", "watchfiles", "sqlite3", "yaml", "sdnotify")
@@ -16,8 +17,11 @@ HEAVY = ("aiohttp", "huggingface_hub", "watchfiles", "sqlite3", "yaml", "sdnotif
 
 def test_wangpctl_imports_nothing_heavy() -> None:
     code = "import sys; import wangpctl.cli, wangpctl.client; print(' '.join(sorted(sys.modules)))"
-    modules = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                 timeout=30).stdout.split())
+    modules = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.split()
+    )
     for heavy in HEAVY:
         assert heavy not in modules, f"wangpctl imports {heavy}"
     assert not [m for m in modules if m.startswith("wangpd.") and m != "wangpd.protocol"]
@@ -96,6 +100,12 @@ def test_help_lists_the_seed_mapping() -> None:
 
 def test_socket_from_environment(daemon: DaemonProcess) -> None:
     env = {"PATH": "/usr/bin:/bin", "WANGPCTL_SOCKET": str(daemon.socket), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "wangpctl", "status", "--json"], capture_output=True,
-                            text=True, timeout=30, env=env, cwd=str(Path("/")))
+    result = subprocess.run(
+        [sys.executable, "-m", "wangpctl", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=str(Path("/")),
+    )
     assert result.returncode == 0 and json.loads(result.stdout)["state"] == "running"

@@ -69,6 +69,7 @@ class Keeper:
         self.last_refresh: float | None = None
         self.last_decision: str | None = None
         self._lock = asyncio.Lock()
+        self._announced: set[tuple[str, str | None]] = set()
 
     def reconfigure(self, config: Config) -> None:
         if config.wan2gp != self.config.wan2gp:
@@ -127,9 +128,16 @@ class Keeper:
                 )
             known = self.store.get_setting("known_models")
             new_types = [] if known is None else sorted(set(catalog.models) - set(known))
-            self.store.set_setting("known_models", sorted(catalog.models))
+            # A type is "known" once it resolved: one that arrives broken stays new until it is fixed, so fixing it
+            # queues it then. The first run takes everything there as the baseline.
+            resolved = {t for t, m in catalog.models.items() if not m.error}
+            baseline = set(catalog.models) if known is None else set(known) | resolved
+            self.store.set_setting("known_models", sorted(baseline))
             for model_type in new_types:
                 model = catalog.models[model_type]
+                if (model_type, model.error) in self._announced:
+                    continue
+                self._announced.add((model_type, model.error))
                 log.info(
                     "new model definition %s (%s)%s", model_type, model.name, f": {model.error}" if model.error else ""
                 )
@@ -175,7 +183,11 @@ class Keeper:
         decision = policy.approval_for(
             candidates, self.config.auto_queue, self.disk_free(), self.config.download.free_space_reserve
         )
-        batch = time.strftime("%Y%m%d-%H%M%S")
+        # Short, typeable and unique: `wangpctl approve b7`.
+        sequence = int(self.store.get_setting("batch_sequence", 0)) + 1
+        batch = f"b{sequence}"
+        if decision.needed:
+            self.store.set_setting("batch_sequence", sequence)
         state = JobState.NEEDS_APPROVAL if decision.needed else JobState.QUEUED
         models = sorted({t for p in candidates for t in p.wanted_by if t in tracked})
         queued = self._queue_files(candidates, state=state, origin="auto", batch=batch if decision.needed else None)

@@ -36,6 +36,9 @@ class Notifier:
             try:
                 # debug=True: raise instead of swallowing, so a wrong NOTIFY_SOCKET is logged, not silently ignored.
                 self._notifier = sdnotify.SystemdNotifier(debug=True)
+                # Never block the event loop on systemd: with a full receive queue a blocking send would hang the
+                # daemon (seen in tests); a dropped STATUS is harmless, the next one follows.
+                self._notifier.socket.setblocking(False)
             except OSError as exc:
                 log.warning(
                     "NOTIFY_SOCKET=%s cannot be reached (%s); systemd will not hear from wangpd",
@@ -53,10 +56,20 @@ class Notifier:
         if self._notifier is None:
             return
         message = "\n".join(_ascii(line.replace("\n", " ")) for line in lines)
-        try:
-            self._notifier.notify(message)
-        except OSError as exc:
-            log.debug("sd_notify %r failed: %s", message, exc)
+        # READY/STOPPING/RELOADING matter (systemd waits for them): retry a full queue for up to ~0.2 s.
+        # STATUS and WATCHDOG come again soon: drop them rather than wait.
+        tries = 1 if all(line.startswith(("STATUS=", "WATCHDOG=")) for line in lines) else 40
+        for attempt in range(tries):
+            try:
+                self._notifier.notify(message)
+                return
+            except BlockingIOError:
+                if attempt + 1 < tries:
+                    time.sleep(0.005)
+            except OSError as exc:
+                log.debug("sd_notify %r failed: %s", message, exc)
+                return
+        log.debug("sd_notify queue full, dropped %r", message)
 
     def ready(self, status: str | None = None) -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))

@@ -71,17 +71,25 @@ class Watcher:
         self.reason: str | None = None
         self._restart = asyncio.Event()
         self._stop = asyncio.Event()
+        self._watching: tuple[tuple[Path, ...], tuple[Path, ...]] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state, "mode": "polling" if self.force_polling else "inotify", "reason": self.reason}
 
     def restart(self) -> None:
-        """Re-read the targets (a watched folder appeared or the config changed)."""
-        self._restart.set()
+        """Re-read the targets if the set of folders to watch changed (one appeared or went)."""
+        if self._watching != self._existing(self._targets()):
+            self._restart.set()
+
+    @staticmethod
+    def _existing(targets: WatchTargets) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+        return tuple(p for p in targets.recursive if p.is_dir()), tuple(p for p in targets.shallow if p.is_dir())
 
     async def run(self) -> None:
+        restarted = False
         while True:
             targets = self._targets()
+            self._watching = self._existing(targets)
             self._restart.clear()
             self._stop = asyncio.Event()
             tasks = []
@@ -97,6 +105,11 @@ class Watcher:
                 "polling" if self.force_polling else "inotify",
             )
             restart = asyncio.create_task(self._restart.wait())
+            if restarted:
+                # A folder appeared (e.g. `mkdir -p finetunes && cp x.json finetunes/`): files created in it before
+                # its watch was in place are never reported, so look once the new watches are set up.
+                tasks.append(asyncio.create_task(self._settle_then_report(targets)))
+            restarted = True
             try:
                 done, _ = await asyncio.wait([*tasks, restart], return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -109,6 +122,14 @@ class Watcher:
             if restart not in done:
                 # A watch task ended on its own: an error it already logged. Do not spin.
                 await asyncio.sleep(1.0)
+
+    async def _settle_then_report(self, targets: WatchTargets) -> None:
+        await asyncio.sleep(max(0.3, self.debounce * 2))
+        try:
+            await self._on_change({p for p in (*targets.recursive, *targets.shallow) if p.is_dir()})
+        except Exception:
+            log.exception("re-reading after a watch restart failed")
+        await asyncio.Event().wait()  # stay "running" like the watch tasks until the next restart
 
     async def _watch(self, paths: list[Path], recursive: bool) -> None:
         try:
