@@ -150,12 +150,14 @@ def test_journal_stream_logs_without_timestamps(daemon_factory) -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate not installed")
-def test_socket_activation(tmp_path: Path, short_dir: Path, wan2gp: Path) -> None:
+def test_socket_activation_watchdog_reload_and_stop(tmp_path: Path, short_dir: Path, wan2gp: Path) -> None:
+    """The life systemd gives the daemon: activated by the first connection on an inherited socket, watchdog pings
+    at half of WATCHDOG_USEC, RELOADING then READY around a reload, STOPPING and exit 0 with nothing lost."""
     sock = short_dir / "activated.sock"
     config = write_config(tmp_path, wan2gp, short_dir / "unused")
     notify_dir = short_dir / "n"
     notify_dir.mkdir()
-    daemon = DaemonProcess(config, sock, notify_dir)
+    daemon = DaemonProcess(config, sock, notify_dir, env={"WATCHDOG_USEC": "600000"})
     log = daemon.log_path.open("ab")
     daemon.proc = subprocess.Popen(
         [
@@ -166,6 +168,8 @@ def test_socket_activation(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Non
             "NOTIFY_SOCKET",
             "-E",
             "PATH",
+            "-E",
+            "WATCHDOG_USEC",
             sys.executable,
             "-m",
             "wangpd",
@@ -185,8 +189,31 @@ def test_socket_activation(tmp_path: Path, short_dir: Path, wan2gp: Path) -> Non
         assert daemon.ctl_json("status")["listening"] == "socket-activated"
         daemon.wait_ready()
         assert not (short_dir / "unused" / "wangpd.sock").exists()
+        added = daemon.ctl_json("add", "https://huggingface.co/Org/Repo/resolve/main/kept.safetensors")
+        job_id = added["files"][0]["job"]["id"]
+
+        # WATCHDOG_PID is not set by systemd-socket-activate; the daemon pings at 0.3 s.
+        mark = len(daemon.notify.drain())
+        time.sleep(1.5)
+        pings = sum("WATCHDOG=1" in m for m in daemon.notify.drain()[mark:])
+        assert 3 <= pings <= 7, f"expected a ping every 0.3 s, got {pings} in 1.5 s"
+
+        mark = len(daemon.notify.drain())
+        assert daemon.ctl_json("reload")["reloaded"] is True
+        messages = daemon.notify.drain()[mark:]
+        reloading = next(i for i, m in enumerate(messages) if "RELOADING=1" in m)
+        assert any("READY=1" in m for m in messages[reloading + 1 :])
+
+        mark = len(daemon.notify.drain())
+        daemon.signal(signal.SIGTERM)
+        assert daemon.proc.wait(10) == 0
+        assert any("STOPPING=1" in m for m in daemon.notify.drain()[mark:])
     finally:
         daemon.close()
+    db = sqlite3.connect(tmp_path / "state" / "hfcache.db")
+    (state,) = db.execute("SELECT state FROM download_queue WHERE id=?", (job_id,)).fetchone()
+    db.close()
+    assert state in ("queued", "failed"), "the job outlived the stop"
 
 
 def test_wangpctl_not_running_exit_3(short_dir: Path) -> None:
