@@ -251,7 +251,27 @@ class Daemon:
                 await asyncio.sleep(self.config.watch.reconcile_interval)
             with contextlib.suppress(Exception):
                 await self.rescan("startup" if first else "reconcile")
+            if self.config.hub.survey_sizes:
+                await self._survey_sizes()
             first = False
+
+    async def _survey_sizes(self) -> None:
+        """Ask the Hub for the size of every missing file (cached for hub.metadata_max_age), so `wangpctl models`
+        can say what each model would cost before anything is downloaded."""
+        current = self.keeper.plan
+        if current is None:
+            return
+        unknown = [p.file for p in current.files if p.status == "missing" and p.size is None and p.file.repo]
+        if not unknown:
+            return
+        try:
+            await self.engine.fetch_sizes(unknown)
+        except Exception as exc:  # offline or a few 404s: sizes stay unknown ("?"), nothing else depends on it
+            log.warning(
+                "could not get the size of every missing file from %s: %s", self.config.hub.endpoint, str(exc)[:300]
+            )
+        else:
+            log.info("sizes of %d missing file(s) known", len(unknown))
 
     async def _watchdog_loop(self) -> None:
         # Pinged from the event loop itself: if the loop blocks, the pings stop and systemd restarts us.

@@ -103,6 +103,7 @@ class HubConfig:
     metadata_max_age: float = 86400.0
     allowed_hosts: tuple[str, ...] = ()  # other hosts user finetunes may download from (plain HTTPS)
     request_timeout: float = 30.0
+    survey_sizes: bool = True  # ask the Hub for the sizes of missing files at start and each reconcile
 
 
 @dataclass(frozen=True)
@@ -484,6 +485,7 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         metadata_max_age=reader.get("hub.metadata_max_age", parse_duration, 86400.0),
         allowed_hosts=reader.get("hub.allowed_hosts", _str_list, ()),
         request_timeout=reader.get("hub.request_timeout", _positive_duration, 30.0),
+        survey_sizes=reader.get("hub.survey_sizes", _bool, True),
     )
     if hub.token_file is not None and not hub.token_file.is_file():
         raise reader.fail("hub.token_file", f"file {hub.token_file} does not exist")

@@ -290,6 +290,7 @@ class Engine:
         """Ask the Hub for the size (and sha256) of files, eight at a time; remembered in hf_file_cache."""
         semaphore = asyncio.Semaphore(8)
         max_age = self.config.hub.metadata_max_age
+        unreachable: list[BaseException] = []
 
         async def one(wanted: WantedFile) -> None:
             if not wanted.repo or wanted.whole_folder:
@@ -297,7 +298,14 @@ class Engine:
             if self.store.get_meta(wanted.repo, wanted.revision, wanted.path_in_repo, max_age) is not None:
                 return
             async with semaphore:
-                meta = await self.hub.file_metadata(wanted.repo, wanted.revision, wanted.path_in_repo)
+                if unreachable:  # the Hub is not answering: do not wait out a timeout per file
+                    raise unreachable[0]
+                try:
+                    meta = await self.hub.file_metadata(wanted.repo, wanted.revision, wanted.path_in_repo)
+                except TransferError as exc:
+                    if exc.retryable and exc.retry_after is None:
+                        unreachable.append(exc)
+                    raise
             self._remember(meta)
 
         results = await asyncio.gather(*(one(w) for w in files), return_exceptions=True)
