@@ -145,3 +145,33 @@ def test_invokeai_file_is_linked_not_downloaded(daemon_factory, fake_hub, wan2gp
     plan = daemon.ctl_json("plan", "--model", "t2v")
     vae_row = next(f for f in plan["files"] if f["local"] == "ckpts/Wan2.1_VAE.safetensors")
     assert vae_row["status"] == "present"
+
+
+def test_whole_repo_folder_lands_complete_or_not_at_all(daemon_factory, fake_hub, wan2gp: Path, tmp_path: Path) -> None:
+    """Wan2GP fetches some folders whole (snapshot_download) and takes any existing folder as complete."""
+    from wangpd.store import JobSpec, Store
+
+    repo = "m-a-p/xcodec_mini_infer"
+    a = fake_hub.add_file(repo, "models/a.safetensors", size=5000, seed=7)
+    b = fake_hub.add_file(repo, "models/sub/config.json", data=b'{"x": 1}')
+    fake_hub.add_file(repo, "other/c.json", data=b"{}")
+    store = Store.open(tmp_path / "state" / "hfcache.db")
+    target = wan2gp / "ckpts" / "xcodec_mini_infer" / "models"
+    store.add_job(
+        JobSpec(
+            url=f"https://huggingface.co/{repo}/resolve/main/models/", target=str(target), repo=repo, path="models/"
+        )
+    )
+    store.close()
+    daemon = daemon_factory(hub={"endpoint": fake_hub.endpoint}).start()
+    job = wait_for(
+        lambda: (j := daemon.ctl_json("job", "show", "1"))["state"] in ("complete", "failed") and j,
+        timeout=30,
+        what="folder job done",
+    )
+    assert job["state"] == "complete", job["last_error"]
+    assert (target / "a.safetensors").read_bytes() == a.content()
+    assert (target / "sub" / "config.json").read_bytes() == b.content()
+    assert not (target / "c.json").exists() and not (target.parent / "other").exists()
+    assert job["size"] == a.size + b.size
+    assert not list(target.parent.glob(".*wangpd-tmp"))

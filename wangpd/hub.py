@@ -188,6 +188,25 @@ class Hub:
             headers=self.auth_headers(location),
         )
 
+    async def list_folder(self, repo: str, revision: str, folder: str) -> list[tuple[str, int | None]]:
+        """Every file (path in repo, size) under ``folder`` of the repo, recursively: what Wan2GP's
+        ``snapshot_download(allow_patterns="<folder>*")`` would fetch. Raises TransferError like file_metadata."""
+        prefix = folder.strip("/")
+        api = huggingface_hub.HfApi(endpoint=self.endpoint, token=self._token or False)
+
+        def listing() -> list[tuple[str, int | None]]:
+            entries = api.list_repo_tree(repo, path_in_repo=prefix or None, revision=revision, recursive=True)
+            return [
+                (entry.path, getattr(entry, "size", None))
+                for entry in entries
+                if isinstance(entry, huggingface_hub.hf_api.RepoFile)
+            ]
+
+        try:
+            return await asyncio.to_thread(listing)
+        except Exception as exc:
+            raise self._map_error(exc, repo, revision, prefix + "/") from None
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,11 +202,9 @@ class Engine:
         """Make the job's target exist with the right content; return (how, bytes fetched)."""
         target = Path(job.target)
         if job.path.endswith("/"):
-            raise TransferError(
-                f"{job.path} is a whole repo folder; wangpd cannot fetch folders yet "
-                "(Wan2GP fetches it itself on first use)",
-                retryable=False,
-            )
+            if target.exists():  # Wan2GP skips a folder that exists, whatever is in it
+                return "present", 0
+            return await self._complete_folder(job, target)
         if target.exists():  # Wan2GP takes any file at its path as complete; so do we (never overwrite it)
             return "present", 0
         if job.repo:
@@ -243,6 +243,50 @@ class Engine:
             )
         await asyncio.to_thread(self._link, result.path, target)
         return ("hf-cache" if result.cached else "download"), result.fetched
+
+    async def _complete_folder(self, job: Job, target: Path) -> tuple[str, int]:
+        """A whole repo folder (Wan2GP's ``snapshot_download(allow_patterns=...)``): fetch every file into the HF
+        cache, build the folder of links under a temporary name, then rename it into place, so Wan2GP never sees a
+        half-filled folder (it would take it as complete)."""
+        files = await self.hub.list_folder(job.repo, job.revision, job.path)
+        if not files:
+            raise TransferError(f"{job.repo}@{job.revision}/{job.path}: folder is empty or missing", retryable=False)
+        total = sum(size or 0 for _, size in files)
+        self.store.set_job_fields(job.id, size=total)
+        report = self._progress(job)
+        done = 0
+        fetched = 0
+        snapshots: list[tuple[str, Path]] = []
+        for path, size in files:
+            result = await transfer.fetch_to_cache(
+                job.repo,
+                job.revision,
+                path,
+                hub=self.hub,
+                cache=self.cache,
+                session=self._session,
+                limiter=self.limiter,
+                config=self.config.download,
+                progress=lambda n, base=done: report(base + n),
+                on_retry=self._on_retry(job),
+            )
+            self._remember(result.meta)
+            fetched += result.fetched
+            done += size or result.meta.size or 0
+            snapshots.append((path[len(job.path) :], result.path))
+        temporary = target.with_name(f".{target.name}.wangpd-tmp")
+
+        def build() -> None:
+            if temporary.exists():
+                shutil.rmtree(temporary)  # ours: left by an interrupted earlier attempt
+            for relative, snapshot in snapshots:
+                link = temporary / relative
+                link.parent.mkdir(parents=True, exist_ok=True)
+                self._link(snapshot, link)
+            os.rename(temporary, target)
+
+        await asyncio.to_thread(build)
+        return ("hf-cache" if fetched == 0 else "download"), fetched
 
     def _remember(self, meta: FileMeta) -> None:
         if meta.repo:
