@@ -227,3 +227,21 @@ def test_deleted_file_of_tracked_model_is_fetched_again(start: Callable[..., Dae
     wait_for(vae.exists, timeout=15, what="VAE fetched again")
     (job,) = [j for j in jobs(daemon) if j["target"] == str(vae)]
     assert job["state"] == "complete" and job["source"] == "hf-cache"
+
+
+def test_model_added_with_all_variants_keeps_every_variant(start: Callable[..., DaemonProcess], tree: Path) -> None:
+    daemon = start(track="none")
+    wait_for(lambda: refreshed(daemon), what="startup scan")
+    added = daemon.ctl_json("add", "i2v_2_2", "--all-variants")["models"]
+    assert added["files"] > 0
+    targets = {Path(j["target"]).name for j in jobs(daemon)}
+    assert {
+        "wan2.2_image2video_14B_high_mbf16.safetensors",
+        "wan2.2_image2video_14B_high_quanto_mbf16_int8.safetensors",
+    } <= targets
+    # A later rescan keeps them wanted (tracked as manual-all) and queues nothing twice.
+    before = len(jobs(daemon))
+    daemon.ctl("rescan")
+    assert len(jobs(daemon)) == before
+    shown = [m for m in daemon.ctl_json("models", "--all", "--filter", "i2v_2_2")["models"] if m["type"] == "i2v_2_2"]
+    assert shown[0]["tracked"] == "manual-all"

@@ -177,6 +177,18 @@ class Keeper:
             return {"queued": 0, "bytes": 0, "approval": False}
         jobs = {self._local_of(job.target): job.state.value for job in self.store.list_jobs()}
         candidates = policy.files_to_queue(current_plan, tracked, jobs, exact_variants=exact_variants)
+        every_variant = [t for t, how in tracked.items() if how == "manual-all"]
+        if every_variant and not self.all_variants:
+            # Models added with --all-variants keep every variant, not only the one Wan2GP would load.
+            # Called under self._lock (from refresh), which guards every loader.
+            wide = await asyncio.to_thread(self._loader(True).load)
+            wide_plan = await asyncio.to_thread(self._plan, wide, [t for t in every_variant if t in wide.models])
+            seen = {p.file.local for p in candidates}
+            candidates += [
+                p
+                for p in policy.files_to_queue(wide_plan, every_variant, jobs, exact_variants=True)
+                if p.file.local not in seen
+            ]
         if not candidates:
             return {"queued": 0, "bytes": 0, "approval": False}
         candidates = await self._with_sizes(candidates)
@@ -346,9 +358,10 @@ class Keeper:
         unknown = sum(1 for p in missing if p.size is None)
         queued = 0
         if not dry_run:
+            how = "manual-all" if all_variants else "manual"
             for model_type in usable:
-                self.store.track_model(model_type, "manual")
-                self.tracked[model_type] = "manual"
+                self.store.track_model(model_type, how)
+                self.tracked[model_type] = how
             queued = self._queue_files(missing, state=JobState.QUEUED, origin="manual", priority=priority)
             log.info("added by hand: %s: %d file(s), %s", ", ".join(usable), queued, format_bytes(total))
         return {

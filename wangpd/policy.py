@@ -43,8 +43,8 @@ def tracked_models(
     for model_type, model in plan.models.items():
         if model.error is not None:
             continue
-        if manual.get(model_type) == "manual":
-            result[model_type] = "manual"
+        if manual.get(model_type, "").startswith("manual"):
+            result[model_type] = manual[model_type]
         elif matches(model_type, policy.exclude) or (
             policy.track == "none" and not matches(model_type, policy.include)
         ):

@@ -522,10 +522,11 @@ class Store:
         return dict(self._db.execute("SELECT model_type, how FROM tracked_models"))
 
     def track_model(self, model_type: str, how: str = "manual") -> None:
-        # A manual add wins over an automatic one; an automatic one never downgrades a manual one.
+        # how: auto | manual | manual-all (every variant). The user's latest choice wins; an automatic one never
+        # downgrades a manual one.
         self._db.execute(
             "INSERT INTO tracked_models (model_type, how, added_at) VALUES (?,?,?) "
-            "ON CONFLICT(model_type) DO UPDATE SET how=CASE WHEN excluded.how='manual' THEN 'manual' ELSE how END",
+            "ON CONFLICT(model_type) DO UPDATE SET how=CASE WHEN excluded.how='auto' THEN how ELSE excluded.how END",
             (model_type, how, time.time()),
         )
 
