@@ -238,6 +238,8 @@ class Daemon:
     async def rescan(self, why: str = "rescan", changed: set[Path] | None = None) -> dict[str, Any]:
         """Re-read definitions and queue what tracked models miss; errors are logged, never fatal."""
         try:
+            if self.engine is not None:
+                await asyncio.to_thread(self.engine.refresh_invokeai)  # models installed in InvokeAI meanwhile
             return await self.keeper.refresh(changed or (), why)
         except Exception as exc:
             log.exception("re-planning (%s) failed", why)

@@ -130,9 +130,8 @@ class InvokeAIIndex:
             self.models = []
             return 0
         rows = self._read_rows()
-        if rows is None:
-            self.models = []
-            return 0
+        if rows is None:  # locked or unreadable right now: keep what the last good read said
+            return len(self.models)
         self.models = list(self._parse(rows))
         return len(self.models)
 

@@ -56,6 +56,7 @@ class Engine:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._warned_invokeai: str | None = None
+        self._invokeai_count: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -76,23 +77,29 @@ class Engine:
             await self._session.close()
 
     def reconfigure(self, config: Config) -> None:
-        self.config = config
-        if config.invokeai != self.invokeai_config:
+        """A reloaded config: new Hub endpoint/cache/InvokeAI settings apply to the next job; running ones go on."""
+        old, self.config = self.config, config
+        if config.hub != old.hub:
+            self.hub = Hub(config.hub)
+            self.cache = HFCache(config.hub.cache_dir)
+        if config.invokeai != old.invokeai:
             self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
             self.refresh_invokeai()
         self._wake.set()
 
-    @property
-    def invokeai_config(self) -> Any:
-        return self.config.invokeai
-
     def refresh_invokeai(self) -> None:
+        """Re-read InvokeAI's model list (cheap: one SELECT); log only what changed."""
+        if self.invokeai.db_path is None:
+            return
         count = self.invokeai.refresh()
-        if self.invokeai.warning and self.invokeai.warning != self._warned_invokeai:
-            log.warning("InvokeAI: %s", self.invokeai.warning)
-            self._warned_invokeai = self.invokeai.warning
-        elif self.invokeai.db_path is not None and not self.invokeai.warning:
+        if self.invokeai.warning:
+            if self.invokeai.warning != self._warned_invokeai:
+                log.warning("InvokeAI: %s", self.invokeai.warning)
+                self._warned_invokeai = self.invokeai.warning
+        elif count != self._invokeai_count:
             log.info("InvokeAI: %d model(s) in %s can be reused", count, self.invokeai.db_path)
+            self._warned_invokeai = None
+        self._invokeai_count = count
 
     # ---- control -------------------------------------------------------------------------------------------------
 
