@@ -245,3 +245,83 @@ def test_model_added_with_all_variants_keeps_every_variant(start: Callable[..., 
     assert len(jobs(daemon)) == before
     shown = [m for m in daemon.ctl_json("models", "--all", "--filter", "i2v_2_2")["models"] if m["type"] == "i2v_2_2"]
     assert shown[0]["tracked"] == "manual-all"
+
+
+def test_polling_mode_for_network_filesystems(
+    daemon_factory: Callable[..., DaemonProcess], fake_hub: Any, tree: Path
+) -> None:
+    daemon = daemon_factory(
+        paused=True,
+        hub={"endpoint": fake_hub.endpoint},
+        watch={
+            "enabled": True,
+            "force_polling": True,
+            "poll_interval": "200ms",
+            "debounce": "50ms",
+            "reconcile_interval": "1h",
+        },
+        auto_queue={"track": "none", "new_models": "queue"},
+    ).start()
+    assert daemon.ctl_json("status")["watcher"]["mode"] == "polling"
+    wait_for(lambda: refreshed(daemon), what="startup scan")
+    daemon.ctl("rescan")
+    shutil.copy(FIXTURE_DEFAULTS / "t2v_1.3B.json", tree / "defaults" / "t2v_1.3B.json")
+    # track: none, so nothing is queued; the poller must still see the file and announce it.
+    wait_for(lambda: "new model definition t2v_1.3B" in daemon.log(), timeout=10, what="polled change")
+
+
+def test_unwanted_files_are_reported_never_deleted(start: Callable[..., DaemonProcess], tree: Path) -> None:
+    daemon = start(paused=False)
+    wait_for(
+        lambda: (
+            (c := daemon.ctl_json("status")["counts"])["complete"] > 20 and c["queued"] == 0 and c["downloading"] == 0
+        ),
+        timeout=60,
+        what="t2v complete",
+    )
+    assert daemon.ctl_json("status")["auto_queue"]["orphans"] == 0
+    vae = tree / "ckpts" / "Wan2.1_VAE.safetensors"
+    (tree / "defaults" / "t2v.json").unlink()
+    (tree / "defaults" / "i2v_2_2.json").unlink()
+    wait_for(lambda: daemon.ctl_json("status")["auto_queue"]["orphans"] > 20, timeout=10, what="orphans reported")
+    assert vae.exists(), "a file no model wants is never deleted"
+
+
+def test_automatic_decisions_are_events(start: Callable[..., DaemonProcess], tree: Path) -> None:
+    import http.client
+    import socket as socket_module
+
+    daemon = start(max_auto_bytes="10KB")
+    wait_for(lambda: refreshed(daemon), what="startup scan")
+    connection = http.client.HTTPConnection("wangpd", timeout=30)
+    sock = socket_module.socket(socket_module.AF_UNIX)
+    sock.connect(str(daemon.socket))
+    connection.sock = sock
+    connection.request("GET", "/events")
+    response = connection.getresponse()
+    shutil.copy(FIXTURE_DEFAULTS / "flux.json", tree / "defaults" / "flux.json")
+    for _ in range(500):  # bounded: status events arrive every 0.2 s
+        event = json.loads(response.readline())
+        if event["event"] == "auto":
+            assert event["approval"] is True and "flux" in event["models"] and event["bytes"] > 10_000
+            assert event["batch"] and "max_auto_bytes" in event["reason"]
+            break
+    else:
+        pytest.fail("no auto event")
+    connection.close()
+
+
+def test_inotify_exhaustion_falls_back_to_polling(start: Callable[..., DaemonProcess], tree: Path) -> None:
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    if os.getuid() != 0 or not os.access(limit_file, os.W_OK):
+        pytest.skip("needs root and a writable /proc/sys to lower the inotify limit")
+    saved = limit_file.read_text()
+    try:
+        limit_file.write_text("1\n")
+        daemon = start(track="none")
+        wait_for(lambda: "fs.inotify.max_user_watches" in daemon.log(), timeout=10, what="the sysctl named")
+    finally:
+        limit_file.write_text(saved)
+    wait_for(lambda: daemon.ctl_json("status")["watcher"]["mode"] == "polling", what="polling")
+    shutil.copy(FIXTURE_DEFAULTS / "t2v_1.3B.json", tree / "defaults" / "t2v_1.3B.json")
+    wait_for(lambda: "new model definition t2v_1.3B" in daemon.log(), timeout=15, what="change seen by polling")

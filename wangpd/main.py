@@ -62,8 +62,10 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log is off; its own warnings stay.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log is off; its own warnings stay. huggingface_hub's HTTP client logs every request at INFO:
+    # hundreds of lines per rescan in the journal, so only its warnings are kept.
+    for noisy in ("aiohttp.access", "httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _load(config_path: str | None) -> Config:

@@ -142,7 +142,9 @@ class Watcher:
                 force_polling=self.force_polling,
                 poll_delay_ms=int(self.poll_interval * 1000),
                 recursive=recursive,
-                ignore_permission_denied=True,
+                # Not with inotify: watchfiles then also swallows "watch limit reached", leaving a watcher that
+                # silently sees nothing. Unreadable folders are handled below (polling) instead.
+                ignore_permission_denied=self.force_polling,
             ):
                 changed = {Path(path) for _, path in changes}
                 try:
@@ -159,6 +161,16 @@ class Watcher:
                 )
                 self.force_polling = True
                 self.reason = "inotify watch limit reached: polling"
+                self._restart.set()
+            elif isinstance(exc, PermissionError) and not self.force_polling:
+                log.warning(
+                    "cannot watch %s (%s); polling every %.0fs instead",
+                    ", ".join(map(str, paths)),
+                    exc,
+                    self.poll_interval,
+                )
+                self.force_polling = True
+                self.reason = "permission denied on a watched folder: polling"
                 self._restart.set()
             else:
                 log.error("watching %s failed: %s", ", ".join(map(str, paths)), exc)
