@@ -17,6 +17,17 @@ T2V_INT8 = "wan2.1_text2video_14B_quanto_mbf16_int8.safetensors"
 T2V_BF16 = "wan2.1_text2video_14B_mbf16.safetensors"
 
 
+def wait_until_idle(daemon: DaemonProcess) -> None:
+    """Until the startup batch (t2v's 30-odd files) is downloaded and nothing runs."""
+    wait_for(
+        lambda: (
+            (c := daemon.ctl_json("status")["counts"])["complete"] > 20 and c["queued"] == 0 and c["downloading"] == 0
+        ),
+        timeout=60,
+        what="t2v complete",
+    )
+
+
 def refreshed(daemon: DaemonProcess) -> bool:
     return daemon.ctl_json("status")["auto_queue"]["last_refresh"] is not None
 
@@ -214,13 +225,7 @@ def test_track_none_queues_nothing(start: Callable[..., DaemonProcess], tree: Pa
 
 def test_deleted_file_of_tracked_model_is_fetched_again(start: Callable[..., DaemonProcess], tree: Path) -> None:
     daemon = start(paused=False)
-    wait_for(
-        lambda: (
-            (c := daemon.ctl_json("status")["counts"])["complete"] > 20 and c["queued"] == 0 and c["downloading"] == 0
-        ),
-        timeout=60,
-        what="t2v complete",
-    )
+    wait_until_idle(daemon)
     vae = tree / "ckpts" / "Wan2.1_VAE.safetensors"
     assert vae.is_symlink()
     vae.unlink()
@@ -272,13 +277,7 @@ def test_polling_mode_for_network_filesystems(
 
 def test_unwanted_files_are_reported_never_deleted(start: Callable[..., DaemonProcess], tree: Path) -> None:
     daemon = start(paused=False)
-    wait_for(
-        lambda: (
-            (c := daemon.ctl_json("status")["counts"])["complete"] > 20 and c["queued"] == 0 and c["downloading"] == 0
-        ),
-        timeout=60,
-        what="t2v complete",
-    )
+    wait_until_idle(daemon)
     assert daemon.ctl_json("status")["auto_queue"]["orphans"] == 0
     vae = tree / "ckpts" / "Wan2.1_VAE.safetensors"
     (tree / "defaults" / "t2v.json").unlink()

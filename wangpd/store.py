@@ -107,6 +107,19 @@ _JOB_COLUMNS = (
 )
 
 
+_COLUMN_NAMES = frozenset(name.strip() for name in _JOB_COLUMNS.split(","))
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``col=?, ...`` and its values for an UPDATE; refuses names that are not columns (they go into SQL text)."""
+    unknown = set(fields) - _COLUMN_NAMES
+    if unknown:
+        raise ValueError(f"unknown job column {sorted(unknown)[0]}")
+    if "wanted_by" in fields:
+        fields = {**fields, "wanted_by": json.dumps(sorted(fields["wanted_by"]))}
+    return ", ".join(f"{key}=?" for key in fields), list(fields.values())
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What to download and where to put it (the input of :meth:`Store.add_job`)."""
@@ -382,16 +395,11 @@ class Store:
         if to_state in (S.QUEUED, S.PAUSED, S.NEEDS_APPROVAL):
             assignments.setdefault("speed", 0)
             assignments.setdefault("finished_at", None)
-        for key in assignments:
-            if key not in _JOB_COLUMNS:
-                raise ValueError(f"unknown job column {key}")
-        if "wanted_by" in assignments:
-            assignments["wanted_by"] = json.dumps(sorted(assignments["wanted_by"]))
-        sets = ", ".join(f"{key}=?" for key in assignments)
+        sets, values = _assignments(assignments)
         row = self._db.execute(
             f"UPDATE download_queue SET {sets} WHERE id=? AND state IN ({','.join('?' * len(allowed))}) "
             f"RETURNING {_JOB_COLUMNS}",
-            [*assignments.values(), job_id, *(s.value for s in allowed)],
+            [*values, job_id, *(s.value for s in allowed)],
         ).fetchone()
         if row is None:
             current = self.get_job(job_id)  # raises NotFound
@@ -425,15 +433,10 @@ class Store:
         """Non-state fields (size, sha256, priority, wanted_by...)."""
         if "state" in fields or not fields:
             raise ValueError("use transition() to change state")
-        for key in fields:
-            if key not in _JOB_COLUMNS:
-                raise ValueError(f"unknown job column {key}")
-        if "wanted_by" in fields:
-            fields["wanted_by"] = json.dumps(sorted(fields["wanted_by"]))
-        sets = ", ".join(f"{key}=?" for key in fields)
+        sets, values = _assignments({**fields, "updated_at": time.time()})
         row = self._db.execute(
-            f"UPDATE download_queue SET {sets}, updated_at=? WHERE id=? RETURNING {_JOB_COLUMNS}",
-            [*fields.values(), time.time(), job_id],
+            f"UPDATE download_queue SET {sets} WHERE id=? RETURNING {_JOB_COLUMNS}",
+            [*values, job_id],
         ).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
