@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["bytes_", "colour", "duration", "eta", "rate", "table"]
+__all__ = ["bytes_", "colour", "duration", "eta", "rate", "strip_ansi", "table", "use_colour"]
 
 
 def bytes_(count: float | None) -> str:
@@ -45,6 +45,7 @@ def eta(remaining: float | None, speed: float | None) -> str:
 
 
 def use_colour(stream: Any = None) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set to anything non-empty (https://no-color.org)."""
     stream = stream or sys.stdout
     return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
 
@@ -60,6 +61,17 @@ STATE_COLOURS = {
 }
 
 
+def strip_ansi(text: str) -> str:
+    """``text`` without escape sequences (colours, cursor moves): what a terminal shows."""
+    while "\x1b[" in text:
+        start = text.index("\x1b[")
+        end = start + 2
+        while end < len(text) and not text[end].isalpha():
+            end += 1
+        text = text[:start] + text[end + 1 :]
+    return text
+
+
 def colour(text: str, name: str | None, enabled: bool) -> str:
     if not enabled or not name:
         return text
@@ -70,12 +82,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
     """Plain aligned columns; ``right`` = indexes of right-aligned columns. Colour codes do not count as width."""
 
     def width(cell: str) -> int:
-        visible = cell
-        while "\x1b[" in visible:
-            start = visible.index("\x1b[")
-            end = visible.index("m", start)
-            visible = visible[:start] + visible[end + 1 :]
-        return len(visible)
+        return len(strip_ansi(cell)) if "\x1b[" in cell else len(cell)
 
     widths = [len(h) for h in headers]
     for row in rows:

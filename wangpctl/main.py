@@ -50,7 +50,14 @@ def _fast_status(argv: list[str]) -> bool:
         else:
             print(f"wangpctl: {exc.message}", file=sys.stderr)
         sys.exit(protocol.EXIT_DAEMON_ERROR)
-    print(json.dumps(result, indent=2, sort_keys=True) if as_json else render.status(result))
+    if as_json:
+        # As wangpctl.cli.dump_json: indented on a terminal, compact for a program.
+        if sys.stdout.isatty():
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print(json.dumps(result, separators=(",", ":"), sort_keys=True))
+    else:
+        print(render.status(result))
     return True
 
 

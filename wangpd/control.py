@@ -6,6 +6,7 @@ gets a JSON-RPC ``invalid params`` error that names the parameter.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import posixpath
@@ -91,6 +92,13 @@ class Control:
 
     async def limit_get(self) -> dict[str, Any]:
         return self.daemon.limit_info()
+
+    async def doctor(self) -> list[dict[str, Any]]:
+        """Setup checks, each {check, level OK/WARN/FAIL, message, fix} (wangpd/doctor.py)."""
+        from wangpd.doctor import run_checks
+
+        # In a thread: it re-reads the config and walks the watched folders, which must not stall transfers.
+        return await asyncio.to_thread(run_checks, self.daemon)
 
     # ---- change --------------------------------------------------------------------------------------------------
 
