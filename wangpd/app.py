@@ -193,7 +193,7 @@ class Daemon:
             self.events.publish(
                 "status",
                 counts=self.store.counts(),
-                speed=totals["speed"],
+                speed=self.current_speed(),
                 remaining_bytes=totals["remaining_bytes"],
                 paused=self.paused,
             )
@@ -284,9 +284,13 @@ class Daemon:
 
     # ---- state the control surface reads and changes --------------------------------------------------------------
 
+    def current_speed(self) -> int:
+        """Bytes/s of all transfers now (live from the engine; the store's copy lags by a progress interval)."""
+        return int(self.engine.total_speed()) if self.engine is not None else 0
+
     def status_line(self) -> str:
         counts = self.store.counts()
-        speed = self.store.totals()["speed"]
+        speed = self.current_speed()
         state = "paused" if self.paused else "running"
         return (
             f"{state}: {counts['downloading']} downloading, {counts['queued']} queued, "
@@ -311,7 +315,7 @@ class Daemon:
             "paused": self.paused,
             "counts": counts,
             "pending": counts["queued"] + counts["needs_approval"] + counts["paused"],
-            "speed": totals["speed"],
+            "speed": self.current_speed(),
             "remaining_bytes": totals["remaining_bytes"],
             "limit": self.limit_info(),
             "config": str(self.config.path),

@@ -219,6 +219,18 @@ class Engine:
             if found is not None:
                 await asyncio.to_thread(self._link, found, target)
                 return "invokeai", 0
+            meta = None
+            if job.size is None:
+                # Ask first so progress has a total from the first byte (`wangpctl follow` draws a bar); the same
+                # answer serves fetch_to_cache's first attempt, so it costs no extra request.
+                try:
+                    meta = await self.hub.file_metadata(job.repo, job.revision, job.path)
+                except TransferError as exc:
+                    if not exc.retryable:
+                        raise
+                else:
+                    self._remember(meta)
+                    job = self.store.set_job_fields(job.id, size=meta.size, sha256=job.sha256 or meta.sha256)
             result = await transfer.fetch_to_cache(
                 job.repo,
                 job.revision,
@@ -228,6 +240,7 @@ class Engine:
                 session=self._session,
                 limiter=self.limiter,
                 config=self.config.download,
+                meta=meta,
                 expected_sha256=job.sha256,
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
