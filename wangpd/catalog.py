@@ -255,7 +255,10 @@ def _parse_url(raw: str) -> _Url:
         subdir = _norm(subdir)
     match = _HF_RE.match(url.split("?")[0])
     if match:
-        return _Url(url, match.group(1), match.group(2), unquote(match.group(3)), name, subdir)
+        path_in_repo = unquote(match.group(3))
+        if not _safe_relative(path_in_repo):
+            raise ValueError(f"{url!r}: the path in the repository escapes it ('..' or absolute)")
+        return _Url(url, match.group(1), match.group(2), path_in_repo, name, subdir)
     return _Url(url, None, "", "", name, subdir)
 
 

@@ -344,8 +344,11 @@ class Engine:
     def linkable(self, wanted: WantedFile) -> str | None:
         """Where a wanted file already is without downloading: the HF cache or InvokeAI."""
         if wanted.repo and not wanted.whole_folder:
-            if self.cache.find_cached(wanted.repo, wanted.revision, wanted.path_in_repo) is not None:
-                return "hf-cache"
+            try:
+                if self.cache.find_cached(wanted.repo, wanted.revision, wanted.path_in_repo) is not None:
+                    return "hf-cache"
+            except ValueError:  # a path the cache refuses (e.g. '..'): the download will fail with the reason
+                return None
             if self.invokeai.find(wanted.repo, wanted.path_in_repo, wanted.url, None) is not None:
                 return "invokeai"
         return None
