@@ -538,12 +538,18 @@ def _parse_size(text: str) -> int:
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     hub = FakeHub()
-    fake = hub.add_file(args.repo, args.path, size=_parse_size(args.size), seed=args.seed, lfs=True)
+    fakes = []
+    for index in range(args.count):
+        # --count N serves N files: the path gets a number before its suffix (big1.safetensors, ...).
+        stem, dot, suffix = args.path.rpartition(".")
+        path = args.path if args.count == 1 else f"{stem}{index}{dot}{suffix}"
+        fakes.append(hub.add_file(args.repo, path, size=_parse_size(args.size), seed=args.seed + index, lfs=True))
+    fake = fakes[0]
     await hub.start(port=args.port)
     print(
         json.dumps(
-            {"endpoint": hub.endpoint, "cdn": hub.cdn, "repo": args.repo, "path": args.path, "size": fake.size,
-             "sha256": fake.sha256, "commit": hub.commit(args.repo)}
+            {"endpoint": hub.endpoint, "cdn": hub.cdn, "repo": args.repo, "path": fake.path, "size": fake.size,
+             "sha256": fake.sha256, "commit": hub.commit(args.repo), "paths": [f.path for f in fakes]}
         ),
         flush=True,
     )  # fmt: skip
@@ -566,6 +572,7 @@ def main() -> None:
     parser.add_argument("--repo", default="bench/big")
     parser.add_argument("--path", default="big.safetensors")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--count", type=int, default=1, help="serve this many files of --size")
     asyncio.run(_serve_forever(parser.parse_args()))
 
 
