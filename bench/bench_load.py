@@ -51,6 +51,13 @@ async def client(sock: str, requests: int, latencies: list[float], errors: list[
             errors.append(str(answer)[:200])
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def bytes_done(sock: str) -> int:
     _, answer = asyncio.run(rpc(sock, "queue.list", {"limit": 100}))
     jobs = answer["result"]["jobs"]
@@ -74,6 +81,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wpl", dir="/tmp"))
     hub = daemon = None
     rounds = 0
+    rss_max = 0.0
     try:
         hub = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "fakehub.py"), "--size", "2GiB", "--count", "4"],
@@ -124,9 +132,11 @@ def main() -> None:
         # The load runs in rounds for at least 10 s, so the transfer rate is measured over a window much longer
         # than the daemon's 0.5 s progress interval.
         done_before, t0 = bytes_done(sock), time.monotonic()
+        rss_max = 0
         while rounds == 0 or time.monotonic() - t0 < 10:
             asyncio.run(load())
             rounds += 1
+            rss_max = max(rss_max, rss_mb(daemon.pid))
         done_after, t1 = bytes_done(sock), time.monotonic()
         achieved = (done_after - done_before) / (t1 - t0)
 
@@ -174,6 +184,7 @@ def main() -> None:
     print(f"| latency p50 | {statistics.median(latencies) * 1000:.1f} ms | |")
     print(f"| latency p99 | {p99 * 1000:.1f} ms | < 50 ms |")
     print(f"| latency max | {latencies[-1] * 1000:.1f} ms | |")
+    print(f"| daemon RSS, max during the load (4 transfers) | {rss_max:.1f} MB | <= 100 MB |")
     print(f"| transfer rate during the load / limit | {achieved / limit:.3f} | 1.00 +- 0.02 |")
     print(f"| status with {args.rows} rows (median of 10) | {statistics.median(status_times) * 1000:.1f} ms | |")
     print(f"| queue.list of {args.rows} rows (median of 5) | {statistics.median(list_times) * 1000:.1f} ms | |")
