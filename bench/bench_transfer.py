@@ -140,11 +140,17 @@ def unshaped(info: dict[str, Any], base: Path, runs: int) -> dict[str, tuple[flo
         out = fresh_dir(base, "curl")
         return tool_once(["curl", "-sSfL", "-o", str(out / "file"), url], env, out)
 
+    def curl_sha() -> tuple[float, float]:
+        # The fair reference: wangpd hashes every byte (sha256) while writing it; plain curl does neither.
+        out = fresh_dir(base, "curlsha")
+        script = f"curl -sSfL '{url}' | tee '{out / 'file'}' | sha256sum"
+        return tool_once(["bash", "-c", script], env, out)
+
     def hf() -> tuple[float, float]:
         out = fresh_dir(base, "hf")
         return tool_once([str(HF_CLI), "download", info["repo"], info["path"], "--cache-dir", str(out)], env, out)
 
-    tools = {"wangpd": ours, "curl": curl, "hf download": hf}
+    tools = {"wangpd": ours, "curl": curl, "curl | tee | sha256sum": curl_sha, "hf download": hf}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
     # Round 0 is a discarded warm-up: on a VM, the first write into never-touched page-cache memory runs ~10x
     # slower than later writes into recycled pages, and whoever goes first would pay for it. The order rotates.
