@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from common import start_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "wan2gp-2026-02"
@@ -71,31 +71,9 @@ def main() -> None:
         wan = work / "wan2gp"
         shutil.copytree(FIXTURE, wan)
         (wan / "ckpts").mkdir()
-        sock = work / "wangpd.sock"
-        config = work / "config.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "wan2gp_directory": str(wan),
-                    "daemon": {"state_dir": str(work / "state"), "socket": str(sock)},
-                    "hub": {"endpoint": "http://127.0.0.1:9", "cache_dir": str(work / "hub"), "survey_sizes": False},
-                    "watch": {"debounce": args.debounce},
-                    "auto_queue": {"track": "installed", "new_models": "queue"},
-                }
-            )
+        daemon, sock = start_daemon(
+            work, wan, watch={"debounce": args.debounce}, auto_queue={"track": "installed", "new_models": "queue"}
         )
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WANGPCTL_SOCKET")}
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "wangpd", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.05)
         time.sleep(3)  # the startup scan of 155 definitions
         events = Events(sock)
         template = json.loads((wan / "defaults" / "t2v.json").read_text())

@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from common import fill_queue, rss_mb, start_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -37,13 +36,6 @@ def timed(command: list[str], runs: int, env: dict[str, str]) -> float:
     return statistics.median(samples)
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10000)
@@ -54,66 +46,16 @@ def main() -> None:
     try:
         wan = work / "wan2gp"
         shutil.copytree(ROOT / "sample" / "wan2gp", wan)
-        config = work / "config.yaml"
-        sock = work / "wangpd.sock"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "wan2gp_directory": str(wan),
-                    "daemon": {"state_dir": str(work / "state"), "socket": str(sock)},
-                    "hub": {"endpoint": "http://127.0.0.1:9", "cache_dir": str(work / "hub")},
-                    "auto_queue": {"track": "none"},
-                    "watch": {"enabled": True},
-                }
-            )
-        )
+        daemon, sock = start_daemon(work, wan, watch={"enabled": True})
         env = {k: v for k, v in os.environ.items() if k != "WANGPCTL_SOCKET"}
         env["WANGPCTL_SOCKET"] = str(sock)
-        daemon = subprocess.Popen(
-            [PY, "-m", "wangpd", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                probe = socket.socket(socket.AF_UNIX)
-                probe.connect(str(sock))
-                probe.close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("daemon did not start") from None
-                time.sleep(0.05)
         time.sleep(2)
         idle_rss = rss_mb(daemon.pid)
         ctl = str(Path(PY).parent / "wangpctl")
         baseline = timed([PY, "-c", "import json, socket, http.client"], args.runs, env)
         status = timed([ctl, "status"], args.runs, env)
         status_json = timed([ctl, "status", "--json"], args.runs, env)
-        # Fill the queue through the daemon's own store file (a second writer is fine in WAL mode).
-        import sqlite3
-
-        db = sqlite3.connect(work / "state" / "hfcache.db")
-        now = time.time()
-        db.executemany(
-            "INSERT INTO download_queue (repo, revision, path, url, target, size, state, wanted_by, created_at,"
-            " updated_at) VALUES ('Org/Repo','main',?,?,?,?, 'queued', '[\"t2v\"]', ?, ?)",
-            [
-                (
-                    f"f{i}.bin",
-                    f"https://huggingface.co/Org/Repo/resolve/main/f{i}.bin",
-                    str(wan / "ckpts" / f"f{i}.bin"),
-                    1000 + i,
-                    now,
-                    now,
-                )
-                for i in range(args.rows)
-            ],
-        )
-        db.commit()
-        db.close()
+        fill_queue(work, wan, args.rows)
         status_rows = timed([ctl, "status"], args.runs, env)
         queue_json = timed([ctl, "queue", "--json", "--limit", "10000"], max(5, args.runs // 3), env)
         queue_table = timed([ctl, "queue", "--limit", "10000"], max(5, args.runs // 3), env)

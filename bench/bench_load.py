@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -23,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common import fill_queue, rss_mb, start_daemon  # noqa: E402
+
 from wangpd.units import parse_rate  # noqa: E402
 
 
@@ -49,13 +48,6 @@ async def client(sock: str, requests: int, latencies: list[float], errors: list[
         latencies.append(elapsed)
         if "result" not in answer:
             errors.append(str(answer)[:200])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def bytes_done(sock: str) -> int:
@@ -93,32 +85,13 @@ def main() -> None:
         wan = work / "wan2gp"
         for folder in ("defaults", "ckpts"):
             (wan / folder).mkdir(parents=True)
-        sock = str(work / "wangpd.sock")
-        config = work / "config.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "wan2gp_directory": str(wan),
-                    "daemon": {"state_dir": str(work / "state"), "socket": sock},
-                    "hub": {"endpoint": info["endpoint"], "cache_dir": str(work / "hub"), "survey_sizes": False},
-                    "download": {"bandwidth": args.limit, "concurrency": 4, "free_space_reserve": 0},
-                    "auto_queue": {"track": "none"},
-                }
-            )
+        daemon, sock_path = start_daemon(
+            work,
+            wan,
+            hub={"endpoint": info["endpoint"]},
+            download={"bandwidth": args.limit, "concurrency": 4, "free_space_reserve": 0},
         )
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WANGPCTL_SOCKET")}
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "wangpd", "run", "--config", str(config)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=str(ROOT),
-        )
-        deadline = time.monotonic() + 30
-        while not Path(sock).exists():
-            if time.monotonic() > deadline:
-                raise SystemExit("daemon did not start")
-            time.sleep(0.05)
+        sock = str(sock_path)
         for path in info["paths"]:
             asyncio.run(rpc(sock, "queue.add", {"url": f"https://huggingface.co/{info['repo']}/resolve/main/{path}"}))
         time.sleep(3)  # transfers running and shaped
@@ -140,26 +113,7 @@ def main() -> None:
         done_after, t1 = bytes_done(sock), time.monotonic()
         achieved = (done_after - done_before) / (t1 - t0)
 
-        # 10,000 queued rows (written by a second SQLite writer; WAL allows it).
-        db = sqlite3.connect(work / "state" / "hfcache.db")
-        now = time.time()
-        db.executemany(
-            "INSERT INTO download_queue (repo, revision, path, url, target, size, state, wanted_by, created_at,"
-            " updated_at) VALUES ('Org/Repo','main',?,?,?,?, 'paused', '[\"t2v\"]', ?, ?)",
-            [
-                (
-                    f"f{i}.bin",
-                    f"https://huggingface.co/Org/Repo/resolve/main/f{i}.bin",
-                    str(wan / "ckpts" / f"f{i}.bin"),
-                    1000 + i,
-                    now,
-                    now,
-                )
-                for i in range(args.rows)
-            ],
-        )
-        db.commit()
-        db.close()
+        fill_queue(work, wan, args.rows, state="paused")
         status_times = [asyncio.run(rpc(sock, "status"))[0] for _ in range(10)]
         list_times = [asyncio.run(rpc(sock, "queue.list", {"limit": 10000}))[0] for _ in range(5)]
     finally:

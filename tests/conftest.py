@@ -253,3 +253,40 @@ def serve_models(hub: Any, wan2gp_dir: Path, models: tuple[str, ...] | None = No
                 seed = len(hub.files) + 1
                 served[wanted.local] = hub.add_file(wanted.repo, wanted.path_in_repo, size=size, seed=seed)
     return served
+
+
+def call_as(uid: int, sock: Path, method: str, gid: int = 65534, groups: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A JSON-RPC call from a forked child that became (uid, gid, groups); never execs, so no interpreter path
+    needs to be readable by that user. Returns the answer, or {"os_error": errno} when the kernel refused."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            os.setgroups(list(groups))
+            os.setgid(gid)
+            os.setuid(uid)
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(10)
+            try:
+                client.connect(str(sock))
+            except OSError as exc:
+                os.write(write_fd, json.dumps({"os_error": exc.errno}).encode())
+                os._exit(0)
+            body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
+            client.sendall(
+                b"POST /rpc HTTP/1.1\r\nHost: w\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            )
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+            os.write(write_fd, data.split(b"\r\n\r\n", 1)[1])
+        except BaseException as exc:
+            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, DaemonProcess, wait_for, write_config
+from conftest import ROOT, DaemonProcess, call_as, wait_for, write_config
 
 
 def rpc_curl(sock: Path, body: str) -> tuple[int, str]:
@@ -226,43 +226,6 @@ def test_wangpctl_not_running_exit_3(short_dir: Path) -> None:
     assert result.returncode == 3
     assert "wangpd is not running" in result.stderr and str(short_dir / "none.sock") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def call_as(uid: int, sock: Path, method: str) -> dict:
-    """A raw JSON-RPC call from a forked child running as ``uid`` (the venv's python may not be executable by
-    another user, so the child never execs: it drops privileges and connects)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(uid)
-            import socket as socket_module
-
-            client = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
-            client.settimeout(10)
-            client.connect(str(sock))
-            body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
-            client.sendall(
-                b"POST /rpc HTTP/1.1\r\nHost: wangpd\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            chunks = []
-            while chunk := client.recv(65536):
-                chunks.append(chunk)
-            os.write(write_fd, b"".join(chunks).split(b"\r\n\r\n", 1)[1])
-        except BaseException as exc:  # report, never fall back into pytest in the child
-            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
 
 
 def test_other_user_can_read_but_not_change(daemon: DaemonProcess) -> None:

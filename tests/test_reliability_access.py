@@ -4,59 +4,19 @@ request."""
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
-import socket
 import stat
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import DaemonProcess
+from conftest import DaemonProcess, call_as
 
 pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="needs root to create users and act as them")
-
-
-def call_as(uid: int, gid: int, groups: list[int], sock: Path, method: str) -> dict[str, Any]:
-    """A JSON-RPC call from a forked child that became (uid, gid, groups); never execs, so no interpreter path
-    needs to be readable by that user. Returns the answer, or {"os_error": errno} when the kernel refused."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_fd)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)
-            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            client.settimeout(10)
-            try:
-                client.connect(str(sock))
-            except OSError as exc:
-                os.write(write_fd, json.dumps({"os_error": exc.errno}).encode())
-                os._exit(0)
-            body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
-            client.sendall(
-                b"POST /rpc HTTP/1.1\r\nHost: w\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
-            )
-            data = b""
-            while chunk := client.recv(65536):
-                data += chunk
-            os.write(write_fd, data.split(b"\r\n\r\n", 1)[1])
-        except BaseException as exc:
-            os.write(write_fd, json.dumps({"child_error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
 
 
 @pytest.fixture
@@ -89,9 +49,9 @@ def test_socket_group_members_may_change_others_cannot_even_connect(
     assert stat.S_IMODE(sock.st_mode) == 0o660 and sock.st_gid == gid
 
     users_gid = 100
-    assert call_as(member, users_gid, [gid], daemon.socket, "pause")["result"] == {"paused": True}
-    assert call_as(member, users_gid, [gid], daemon.socket, "status")["result"]["paused"] is True
-    refused = call_as(stranger, users_gid, [], daemon.socket, "status")
+    assert call_as(member, daemon.socket, "pause", users_gid, (gid,))["result"] == {"paused": True}
+    assert call_as(member, daemon.socket, "status", users_gid, (gid,))["result"]["paused"] is True
+    refused = call_as(stranger, daemon.socket, "status", users_gid)
     assert refused.get("os_error") == 13, refused  # EACCES: the kernel keeps strangers out of the 0750 folder
 
 
@@ -102,6 +62,6 @@ def test_read_only_others_switch(daemon_factory: Callable[..., DaemonProcess], s
     for path in (short_dir, daemon.socket.parent):
         os.chmod(path, 0o755)
     os.chmod(daemon.socket, 0o666)
-    answer = call_as(nobody, 65534, [], daemon.socket, "status")
+    answer = call_as(nobody, daemon.socket, "status")
     assert answer["error"]["code"] == -32003, answer
-    assert call_as(nobody, 65534, [], daemon.socket, "pause")["error"]["code"] == -32003
+    assert call_as(nobody, daemon.socket, "pause")["error"]["code"] == -32003
