@@ -41,8 +41,8 @@ def _levels(data: dict) -> dict[str, set[str]]:
 def test_healthy_setup_is_ok(daemon_factory, tmp_path: Path) -> None:
     invokeai = tmp_path / "invokeai" / "databases"
     invokeai.mkdir(parents=True)
-    for suffix in ("", "-shm", "-wal"):
-        shutil.copy(FIXTURES / "invokeai" / f"invokeai-6.14-empty.db{suffix}", invokeai / f"invokeai.db{suffix}")
+    # Only the .db: a clone has no -wal/-shm beside it (they are never committed), and SQLite makes them itself.
+    shutil.copy(FIXTURES / "invokeai" / "invokeai-6.14-empty.db", invokeai / "invokeai.db")
     daemon = daemon_factory(
         env={"HF_TOKEN": TOKEN},
         watch={"enabled": True},
