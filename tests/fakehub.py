@@ -67,6 +67,7 @@ class Fault:
     stall_for: float = 30.0  # ...for this long (or until the client goes away)
     ignore_range: bool = False  # answer 200 with the whole file despite Range
     length_delta: int = 0  # lie in Content-Length by this many bytes
+    redirect_loop: bool = False  # answer 302 to the same URL (a misconfigured CDN or mirror)
 
 
 @dataclass
@@ -342,6 +343,9 @@ class FakeHub:
 
     async def _send_bytes(self, request: web.Request, fake: FakeFile, headers: dict[str, str]) -> web.StreamResponse:
         fault = fake.take_fault("body") if request.method == "GET" else None
+        if fault is not None and fault.redirect_loop:
+            fault.times += 1  # every hop of the loop counts as the same fault
+            return web.Response(status=302, headers={"Location": str(request.url)})
         if fault is not None and fault.status:
             return _fault_response(fault)
         start, end = 0, fake.size  # [start, end)

@@ -27,6 +27,7 @@ CASES: dict[str, tuple[list[Fault], str, tuple[str, ...]]] = {
     "long_length": ([Fault(on="body", length_delta=5000)], "complete", ()),
     "forbidden": ([Fault(on="resolve", status=403, times=10)], "failed", ("access denied", "hf auth login")),
     "unauthorized": ([Fault(on="resolve", status=401, times=10)], "failed", ("hf auth login",)),
+    "redirect_loop": ([Fault(on="body", redirect_loop=True, times=1)], "failed", ("redirects in a loop",)),
 }
 
 

@@ -453,6 +453,11 @@ async def _stream(
         raise TransferError(
             f"{meta.url}: stalled, no data for {stall_timeout:g} s after {format_bytes(part.length)}", retryable=True
         ) from None
+    except aiohttp.TooManyRedirects:
+        raise TransferError(
+            f"{meta.url}: the server redirects in a loop; check hub.endpoint (a mirror or proxy may be misconfigured)",
+            retryable=False,
+        ) from None
     except aiohttp.ClientError as exc:
         raise TransferError(
             f"{meta.url}: connection lost after {format_bytes(part.length)} ({type(exc).__name__}); will resume",
