@@ -181,3 +181,14 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=r"q\.db"):
         Store.open(path)
+
+
+def test_job_dicts_match_job_to_dict(store: Store) -> None:
+    for index in range(5):
+        store.add_job(spec(f"{index}.bin", wanted_by=("t2v", "flux"), priority=index % 2))
+    store.claim_next()
+    store.update_progress(1, 123, 4567.891)
+    assert store.list_job_dicts() == [job.to_dict() for job in store.list_jobs()]
+    assert store.list_job_dicts(["queued"], model="t2v", limit=2, offset=1) == [
+        job.to_dict() for job in store.list_jobs(["queued"], model="t2v", limit=2, offset=1)
+    ]

@@ -80,9 +80,8 @@ class Control:
         states = _states(state)
         if not 0 < limit <= 10000 or offset < 0:
             raise InvalidParams("limit must be 1..10000 and offset >= 0")
-        jobs = self.store.list_jobs(states, model=model, limit=limit, offset=offset)
         return {
-            "jobs": [job.to_dict() for job in jobs],
+            "jobs": self.store.list_job_dicts(states, model=model, limit=limit, offset=offset),
             "total": self.store.count_jobs(states, model=model),
             "offset": offset,
         }
