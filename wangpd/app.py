@@ -122,15 +122,23 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        """A one-off background task (reload, rescan): kept referenced until done, then forgotten, so repeated
+        reloads do not pile up finished tasks; shutdown cancels the ones still running."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(lambda done: done in self._tasks and self._tasks.remove(done))
+
     async def shutdown(self) -> None:
         self.notifier.stopping()
         log.info("stopping")
         if self.engine is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.engine.stop(), self.config.daemon.shutdown_timeout)
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.rpc is not None:
@@ -157,7 +165,7 @@ class Daemon:
             except Exception as exc:  # a bad config on SIGHUP: keep running on the old one
                 log.error("reload refused: %s", exc)
 
-        self._tasks.append(asyncio.create_task(reload(), name="reload"))
+        self._spawn(reload(), "reload")
 
     async def reload(self) -> list[str]:
         """Re-read the config file. Raises ConfigError (old config kept). Returns what changed."""
@@ -178,7 +186,7 @@ class Daemon:
         if _section_changed(changes, "watch") or _section_changed(changes, "wan2gp"):
             self._start_watcher()
         if _section_changed(changes, "wan2gp") or _section_changed(changes, "auto_queue"):
-            self._tasks.append(asyncio.create_task(self.rescan("reload"), name="rescan"))
+            self._spawn(self.rescan("reload"), "rescan")
         log.info("config reloaded from %s: %s", new.path, ", ".join(changes) or "no changes")
         self.events.publish("reloaded", changes=changes)
         self.notifier.ready(self.status_line())

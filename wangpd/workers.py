@@ -52,6 +52,7 @@ class Engine:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.speeds: dict[int, float] = {}
         self._wake = asyncio.Event()
+        self._halting: set[asyncio.Task[None]] = set()
         self._session: Any = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -109,7 +110,10 @@ class Engine:
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         if paused:
-            asyncio.get_running_loop().create_task(self._halt(list(self.running), requeue=True))
+            # Referenced until done: the loop keeps only weak references to tasks.
+            halting = asyncio.get_running_loop().create_task(self._halt(list(self.running), requeue=True))
+            self._halting.add(halting)
+            halting.add_done_callback(self._halting.discard)
         self._wake.set()
 
     def job_changed(self, job: Job | None) -> None:
