@@ -192,3 +192,20 @@ def test_job_dicts_match_job_to_dict(store: Store) -> None:
     assert store.list_job_dicts(["queued"], model="t2v", limit=2, offset=1) == [
         job.to_dict() for job in store.list_jobs(["queued"], model="t2v", limit=2, offset=1)
     ]
+
+
+def test_requeue_leaves_a_job_the_user_changed_meanwhile(store: Store) -> None:
+    job, _ = store.add_job(spec("r.bin"))
+    store.claim_next()
+    store.transition(job.id, S.CANCELLED)  # cancelled while the engine was stopping it
+    assert store.requeue_if_downloading(job.id) is False
+    assert store.get_job(job.id).state is S.CANCELLED
+    other, _ = store.add_job(spec("s.bin"))
+    store.claim_next()
+    assert store.requeue_if_downloading(other.id) is True and store.get_job(other.id).state is S.QUEUED
+
+
+def test_adding_by_hand_approves_a_held_file(store: Store) -> None:
+    held, _ = store.add_job(spec("h.bin", batch="b1"), state=S.NEEDS_APPROVAL)
+    again, created = store.add_job(spec("h.bin"))
+    assert not created and again.id == held.id and again.state is S.QUEUED and again.batch is None

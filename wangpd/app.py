@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import grp
 import logging
 import os
@@ -16,7 +17,7 @@ from typing import Any
 from wangpd import __version__
 from wangpd.config import Config, load_config
 from wangpd.control import Control, disk_free
-from wangpd.errors import InvalidParams
+from wangpd.errors import AlreadyRunning, InvalidParams
 from wangpd.events import EventBus
 from wangpd.keeper import Keeper
 from wangpd.notify import Notifier
@@ -53,6 +54,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._signals = 0
+        self._db_lock: int | None = None
         self.listening = ""
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
@@ -68,6 +70,9 @@ class Daemon:
 
     async def startup(self) -> None:
         cfg = self.config
+        # Another wangpd on the same queue must not "recover" the live one's running jobs before it learns that the
+        # socket is taken: the database is locked first, for the daemon's whole life.
+        self._db_lock = _lock_database(cfg.daemon.db_path)
         self.store = Store.open(cfg.daemon.db_path)
         recovered = self.store.recover()
         for job in recovered:
@@ -89,6 +94,7 @@ class Daemon:
             fetch_sizes=self.engine.fetch_sizes,
             disk_free=lambda: disk_free(self.config.hub.cache_dir),
         )
+        self.engine.content_roots = self.content_roots
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -145,6 +151,9 @@ class Daemon:
             await self.rpc.stop()
         if self.store is not None:
             self.store.close()
+        if self._db_lock is not None:
+            os.close(self._db_lock)
+            self._db_lock = None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
@@ -178,11 +187,21 @@ class Daemon:
         changes = _diff(self.config, new)
         if new.daemon.socket != self.config.daemon.socket:
             changes.append("daemon.socket changed: takes effect after a restart")
-        self.config = new
-        self._apply_limit()
-        if self.engine is not None:
-            self.engine.reconfigure(new)
-        self.keeper.reconfigure(new)
+        if new.daemon.socket_group != self.config.daemon.socket_group:
+            changes.append(
+                "daemon.socket_group: who may change things applies now; the socket's file group after a restart"
+            )
+        try:
+            self.config = new
+            if self.rpc is not None:
+                self.rpc.policy = AccessPolicy(new.daemon.socket_group, new.daemon.read_only_others)
+            self._apply_limit()
+            if self.engine is not None:
+                self.engine.reconfigure(new)
+            self.keeper.reconfigure(new)
+        except Exception:
+            self.notifier.ready(self.status_line())  # never leave systemd waiting in "reloading"
+            raise
         if _section_changed(changes, "watch") or _section_changed(changes, "wan2gp"):
             self._start_watcher()
         if _section_changed(changes, "wan2gp") or _section_changed(changes, "auto_queue"):
@@ -397,15 +416,37 @@ class Daemon:
         catalog = self.keeper.catalog if self.keeper else None
         return catalog.settings.checkpoints_paths[0] if catalog else "ckpts"
 
+    def content_roots(self) -> list[Path]:
+        """The checkpoints and LoRA folders as they really are: a ckpts/ that is a symlink to another disk is a
+        place Wan2GP uses, so files may be linked there (a symlink deeper inside still may not lead out)."""
+        root = self.config.wan2gp.directory
+        catalog = self.keeper.catalog if self.keeper else None
+        names = [*catalog.settings.checkpoints_paths, catalog.settings.loras_root] if catalog else ["ckpts", "loras"]
+        return [Path(os.path.realpath(root / name)) for name in names if (root / name).is_dir()]
+
     def resolve_target(self, relative: str) -> Path:
         """An absolute path inside the Wan2GP folder for a client-given relative target; refuses escapes."""
         if not relative or os.path.isabs(relative) or "\\" in relative:
             raise InvalidParams(f"target {relative!r} must be a path relative to the Wan2GP folder, e.g. ckpts/x")
         root = self.config.wan2gp.directory.resolve()
         candidate = (root / relative).resolve()
-        if candidate == root or root not in candidate.parents:
+        if not any(candidate != r and r in candidate.parents for r in (root, *self.content_roots())):
             raise InvalidParams(f"target {relative!r} is outside the Wan2GP folder {root}")
         return candidate
+
+
+def _lock_database(db_path: Path) -> int:
+    """An exclusive flock on ``<db>.lock``, held until the process exits. Raises AlreadyRunning."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another wangpd is using the queue database {db_path}; stop it first (systemctl stop wangpd)"
+        ) from None
+    return fd
 
 
 def _section_changed(changes: list[str], section: str) -> bool:

@@ -254,7 +254,10 @@ class Keeper:
                     target=self._target_of(wanted),
                     repo=wanted.repo or "",
                     revision=wanted.revision,
-                    path=wanted.path_in_repo if wanted.repo else wanted.url,
+                    # A whole repo folder keeps its trailing slash: that is how the engine tells it from a file.
+                    path=(wanted.path_in_repo.rstrip("/") + "/" if wanted.whole_folder else wanted.path_in_repo)
+                    if wanted.repo
+                    else wanted.url,
                     size=planned.size,
                     wanted_by=planned.wanted_by,
                     priority=priority,
@@ -264,7 +267,8 @@ class Keeper:
                 state=state,
             )
             if not created and job.state is JobState.COMPLETE:
-                job = self.store.transition(job.id, JobState.QUEUED, bytes_done=0, source=None)
+                # The file went missing again: same decision as for new files (held when the batch is held).
+                job = self.store.transition(job.id, state, bytes_done=0, source=None, batch=batch)
                 created = True
             if created or job.state in (JobState.QUEUED, JobState.NEEDS_APPROVAL):
                 count += 1

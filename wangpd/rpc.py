@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from wangpd import protocol
-from wangpd.control import Control, call
+from wangpd.control import Control, call, handler_for
 from wangpd.errors import AlreadyRunning, WangpError
 from wangpd.events import EventBus
 
@@ -119,10 +119,16 @@ async def _one(control: Control, request: Any, peer: Peer | None, policy: Access
         )
     else:
         try:
+            if handler_for(control, method) is None:
+                raise LookupError(method)
             result = await call(control, method, params)
             response = {"jsonrpc": "2.0", "result": result, "id": request_id}
-        except KeyError:
-            response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method!r}", request_id)
+        except LookupError as exc:
+            if exc.args != (method,) or handler_for(control, method) is not None:
+                log.exception("internal error in %s", method)
+                response = _error(protocol.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", request_id)
+            else:
+                response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method!r}", request_id)
         except WangpError as exc:
             response = _error(exc.rpc_code, exc.message, request_id)
         except Exception as exc:  # the daemon logs it once and keeps going

@@ -45,7 +45,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.COMPLETE: frozenset({S.QUEUED, S.DOWNLOADING}),
     S.FAILED: frozenset({S.QUEUED, S.DOWNLOADING}),
     S.CANCELLED: frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED, S.FAILED}),
-    S.NEEDS_APPROVAL: frozenset({S.CANCELLED, S.FAILED}),
+    S.NEEDS_APPROVAL: frozenset({S.CANCELLED, S.FAILED, S.COMPLETE}),
 }
 FINISHED = frozenset({S.COMPLETE, S.FAILED, S.CANCELLED})
 ACTIVE = frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED})
@@ -293,6 +293,9 @@ class Store:
             )
             if existing.state in (S.CANCELLED, S.FAILED):
                 return self.transition(existing.id, state, last_error=None, attempts=0), False
+            if existing.state is S.NEEDS_APPROVAL and state is S.QUEUED:
+                # Asked for by hand: that is the approval.
+                return self.transition(existing.id, S.QUEUED, batch=None), False
             return self.get_job(existing.id), False
         row = self._db.execute(
             f"""INSERT INTO download_queue (repo, revision, path, url, target, size, sha256, state, priority,
@@ -430,6 +433,16 @@ class Store:
             current = self.get_job(job_id)  # raises NotFound
             raise BadState(f"job {job_id} is {current.state.value}; it cannot become {to_state.value}")
         return Job.from_row(row)
+
+    def requeue_if_downloading(self, job_id: int) -> bool:
+        """Back to queued only if still downloading: a job paused or cancelled meanwhile keeps that state."""
+        return (
+            self._db.execute(
+                "UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE id=? AND state=?",
+                (S.QUEUED, time.time(), job_id, S.DOWNLOADING),
+            ).rowcount
+            > 0
+        )
 
     def claim_next(self, exclude: Iterable[int] = ()) -> Job | None:
         """Atomically take the best queued job and mark it downloading."""

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Engine:
         self.speeds: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._halting: set[asyncio.Task[None]] = set()
+        # Where Wan2GP keeps files, resolved (ckpts/ may be a symlink to another disk); set by the daemon.
+        self.content_roots: Callable[[], list[Path]] = lambda: []
         self._session: Any = None
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -134,19 +136,22 @@ class Engine:
                 await task
         if requeue:
             for job_id in job_ids:
-                with contextlib.suppress(BadState):
-                    self.store.transition(job_id, JobState.QUEUED)
+                self.store.requeue_if_downloading(job_id)
 
     # ---- the loop ------------------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
-            if not self.paused:
-                while len(self.running) < self.config.download.concurrency:
-                    job = self.store.claim_next(exclude=self.running)
-                    if job is None:
-                        break
-                    self.running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            try:
+                if not self.paused:
+                    while len(self.running) < self.config.download.concurrency:
+                        job = self.store.claim_next(exclude=self.running)
+                        if job is None:
+                            break
+                        self.running[job.id] = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            except Exception:  # e.g. the state disk is full: keep trying, never let the engine die silently
+                log.exception("the engine could not claim work; trying again in 5 s")
+                await asyncio.sleep(5)
             self._wake.clear()
             # Woken by a change, or every second anyway (a cheap safety net against a missed wake-up).
             with contextlib.suppress(TimeoutError):
@@ -198,13 +203,18 @@ class Engine:
             self._wake.set()
 
     def _fail(self, job: Job, message: str) -> None:
-        with contextlib.suppress(BadState):
+        try:
             self.store.transition(job.id, JobState.FAILED, last_error=message[:1000])
-            log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
-            self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
+        except BadState:
+            return
+        except Exception:  # the store itself failed: requeue happens at the next start (recover())
+            log.exception("job %d: could not record its failure (%s)", job.id, message)
+            return
+        log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
+        self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
 
     def _roots(self) -> list[Path]:
-        return [self.config.wan2gp.directory]
+        return [self.config.wan2gp.directory, *self.content_roots()]
 
     def _link(self, source: Path, target: Path) -> str:
         return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=self._roots())  # type: ignore[arg-type]
