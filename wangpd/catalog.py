@@ -49,19 +49,6 @@ __all__ = [
 ]
 
 MAX_REFERENCE_DEPTH = 10  # Wan2GP raises "Circular Reference" past this many hops
-ROLES = (
-    "main",
-    "main2",
-    "module",
-    "preload",
-    "vae",
-    "lora",
-    "text_encoder",
-    "handler",
-    "core",
-    "on_demand",
-    "optional",
-)
 _URL_LIST_KEYS = ("URLs", "URLs2", "preload_URLs", "loras", "text_encoder_URLs", "VAE_URLs")
 _TEXT_KEYS = ("name", "architecture", "text_encoder_folder", "source", "source2")
 _OPTIONAL_URL_KEYS = ("ltx2_lora_distilled",)  # one URL fetched only when a feature is used

@@ -12,7 +12,6 @@ import logging
 import posixpath
 import re
 import shutil
-import time
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from wangpd import __version__, protocol
 from wangpd.errors import BadState, ConfigError, InvalidParams
-from wangpd.store import ACTIVE, Job, JobSpec, JobState
+from wangpd.store import ACTIVE, Job, JobSpec, JobState, Store
 from wangpd.units import format_rate, parse_rate
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class Control:
     # ---- helpers -------------------------------------------------------------------------------------------------
 
     @property
-    def store(self):  # type: ignore[no-untyped-def]
+    def store(self) -> Store:
         return self.daemon.store
 
     def _changed(self, job: Job, why: str) -> Job:
@@ -358,7 +357,3 @@ def disk_free(path: Path) -> int | None:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
-
-
-def uptime_since(started: float) -> float:
-    return round(time.monotonic() - started, 1)

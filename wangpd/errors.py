@@ -44,19 +44,9 @@ class BadState(WangpError):
     rpc_code = protocol.BAD_STATE
 
 
-class Forbidden(WangpError):
-    default_message = "this user may only read; ask the admin to add you to the wangpd group"
-    rpc_code = protocol.FORBIDDEN
-
-
 class DiskFull(WangpError):
     default_message = "disk full"
     rpc_code = protocol.DISK_FULL
-
-
-class Unavailable(WangpError):
-    default_message = "not available"
-    rpc_code = protocol.UNAVAILABLE
 
 
 class AlreadyRunning(WangpError):

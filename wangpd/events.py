@@ -31,10 +31,6 @@ class EventBus:
             subscriber.put(event)
         return event
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
-
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
         """Yield events as they come until the consumer stops iterating or :meth:`close` is called."""
         subscriber = _Subscriber(self._queue_size)

@@ -134,10 +134,6 @@ class Hub:
         """Whether a token will be sent (the token itself is never exposed)."""
         return bool(self._token)
 
-    def parse_url(self, url: str) -> tuple[str, str, str] | None:
-        """:func:`parse_hf_url` that also accepts URLs on the configured endpoint (a mirror)."""
-        return parse_hf_url(url, (self._endpoint_host,))
-
     def resolve_url(self, repo: str, revision: str, path: str) -> str:
         """The ``/resolve/`` URL of a file on the configured endpoint."""
         return huggingface_hub.hf_hub_url(repo, path, revision=revision, endpoint=self.endpoint)

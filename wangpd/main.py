@@ -13,7 +13,7 @@ import click
 
 from wangpd import __version__, protocol
 from wangpd.config import Config, load_config
-from wangpd.errors import AlreadyRunning, WangpError
+from wangpd.errors import WangpError
 
 __all__ = ["cli", "find_config"]
 
@@ -105,10 +105,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
 
     try:
         code = asyncio.run(Daemon(config).run())
-    except AlreadyRunning as exc:
-        click.echo(f"wangpd: {exc}", err=True)
-        sys.exit(1)
-    except WangpError as exc:
+    except WangpError as exc:  # AlreadyRunning included
         click.echo(f"wangpd: {exc}", err=True)
         sys.exit(1)
     sys.exit(code)
@@ -159,7 +156,3 @@ def plan_command(
             click.echo(f"wangpd plan: --wan2gp {wan2gp_dir}: no such folder", err=True)
             sys.exit(protocol.EXIT_USAGE)
     sys.exit(run_plan_cli(folder, model_globs, all_variants, as_json, handler_files=handler_files))
-
-
-def main() -> None:  # pragma: no cover - console script shim
-    cli()

@@ -40,7 +40,6 @@ BAD_STATE = -32002  # the job is not in a state that allows this
 FORBIDDEN = -32003  # the caller's uid/group may only read
 DISK_FULL = -32004  # not enough free space for what was asked
 CONFIG_ERROR = -32005  # reload found a bad config; the old one stays in force
-UNAVAILABLE = -32006  # the feature's component is not configured (e.g. no InvokeAI database)
 
 ERROR_NAMES = {
     PARSE_ERROR: "parse error",
@@ -53,7 +52,6 @@ ERROR_NAMES = {
     FORBIDDEN: "forbidden",
     DISK_FULL: "disk full",
     CONFIG_ERROR: "config error",
-    UNAVAILABLE: "unavailable",
 }
 
 # Method name -> True when it changes state (SO_PEERCRED decides who may call those).

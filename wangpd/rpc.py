@@ -17,7 +17,6 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,7 +259,6 @@ class RpcServer:
         control: Control,
         events: EventBus,
         policy: AccessPolicy,
-        on_event_stream: Callable[[], None] | None = None,
     ) -> None:
         self.control = control
         self.events = events

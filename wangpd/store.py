@@ -570,6 +570,3 @@ class Store:
             "ON CONFLICT(model_type) DO UPDATE SET how=CASE WHEN excluded.how='auto' THEN how ELSE excluded.how END",
             (model_type, how, time.time()),
         )
-
-    def untrack_model(self, model_type: str) -> bool:
-        return self._db.execute("DELETE FROM tracked_models WHERE model_type=?", (model_type,)).rowcount > 0

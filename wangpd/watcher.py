@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ __all__ = ["WatchTargets", "Watcher", "is_own_temp_file"]
 log = logging.getLogger(__name__)
 
 # Names wangpd itself writes while working: never a reason to re-plan.
-_OWN_SUFFIXES = (".incomplete", ".wangpd-tmp", ".wangpd-part")
+_OWN_SUFFIXES = (".incomplete", ".wangpd-tmp")
 _OWN_PREFIXES = (".wangpd",)
 
 
@@ -176,9 +176,3 @@ class Watcher:
                 log.error("watching %s failed: %s", ", ".join(map(str, paths)), exc)
                 self.state = "error"
                 self.reason = str(exc)
-
-
-def relevant(paths: Iterable[Path], definition_dirs: Iterable[Path]) -> set[Path]:
-    """The changed definition files (json) among ``paths``: what the catalog must re-read."""
-    dirs = {d.resolve() for d in definition_dirs}
-    return {p for p in paths if p.suffix == ".json" and p.parent.resolve() in dirs}

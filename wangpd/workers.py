@@ -26,7 +26,7 @@ from wangpd.hfcache import HFCache
 from wangpd.hub import FileMeta, Hub
 from wangpd.invokeai import InvokeAIIndex
 from wangpd.limiter import RateLimiter
-from wangpd.linker import OutsideRoots, TargetExists, link_into_place
+from wangpd.linker import link_into_place
 from wangpd.store import FileMeta as StoredMeta
 from wangpd.store import Job, JobState, Store
 
@@ -40,13 +40,13 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes to the store and even
 class Engine:
     """Runs up to ``download.concurrency`` jobs at once; all share one :class:`RateLimiter`."""
 
-    def __init__(self, config: Config, store: Store, events: EventBus, *, rate: int = 0, paused: bool = False):
+    def __init__(self, config: Config, store: Store, events: EventBus, *, paused: bool = False):
         self.config = config
         self.store = store
         self.events = events
         self.hub = Hub(config.hub)
         self.cache = HFCache(config.hub.cache_dir)
-        self.limiter = RateLimiter(rate)
+        self.limiter = RateLimiter(0)  # the daemon sets the limit in force right after
         self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
         self.paused = paused
         self.running: dict[int, asyncio.Task[None]] = {}
@@ -57,7 +57,6 @@ class Engine:
         self.content_roots: Callable[[], list[Path]] = lambda: []
         self._session: Any = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._warned_invokeai: str | None = None
         self._invokeai_count: int | None = None
 
@@ -70,7 +69,6 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop every transfer (parts are kept) and put its job back to queued for the next start."""
-        self._stopping = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,9 +165,7 @@ class Engine:
             raise
         except DiskFull as exc:
             self._fail(job, f"disk full: {exc}")
-        except (TransferError, TargetExists, OutsideRoots) as exc:
-            self._fail(job, str(exc))
-        except WangpError as exc:
+        except WangpError as exc:  # TransferError, TargetExists, OutsideRoots...: the reason is the message
             self._fail(job, str(exc))
         except OSError as exc:
             self._fail(job, f"{exc.strerror or exc} ({exc.filename or job.target})")
