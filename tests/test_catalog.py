@@ -781,3 +781,29 @@ def test_handler_preload_is_a_default_the_json_replaces(tmp_path):
     assert by_role(models["raw"], "preload") == [vision]
     assert by_role(models["own"], "preload") == ["ckpts/mine.safetensors"]
     assert by_role(models["ref"], "preload") == [vision]  # a reference sees the full definition, as in Wan2GP
+
+
+def test_every_form_of_a_hub_url_in_a_finetune_is_a_hub_file(tmp_path):
+    # One parser (wangpd/hfurl.py): a finetune written with hf.co, www. or a /blob/ page URL is fetched from the Hub
+    # (verified, into the HF cache) like a huggingface.co /resolve/ one, not refused as a plain URL.
+    wan = tiny_tree(
+        tmp_path,
+        {
+            "forms": {
+                "architecture": "t2v",
+                "URLs": "t2v",
+                "preload_URLs": [
+                    "https://hf.co/Org/A/resolve/main/a.safetensors",
+                    "https://www.huggingface.co/Org/B/blob/main/dir/b.safetensors?download=true",
+                    "https://huggingface.co/datasets/Org/C/resolve/main/c.safetensors",
+                ],
+            }
+        },
+    )
+    model = load_catalog(wan).models["forms"]
+    preload = {f.local: (f.repo, f.path_in_repo) for f in model.files if f.role == "preload"}
+    assert preload == {
+        "ckpts/a.safetensors": ("Org/A", "a.safetensors"),
+        "ckpts/b.safetensors": ("Org/B", "dir/b.safetensors"),
+        "ckpts/c.safetensors": (None, ""),  # a dataset is no model repo: a plain URL (needs hub.allowed_hosts)
+    }

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from wangpd.invokeai import InvokeAIIndex, normalize_url, parse_source
+from wangpd.hfurl import normalize as normalize_url
+from wangpd.invokeai import InvokeAIIndex, parse_source
 
 FIXTURE = Path(__file__).parent / "fixtures" / "invokeai" / "invokeai-6.14-empty.db"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wangpd import linker
-from wangpd.linker import OutsideRoots, TargetExists, is_temp_name, link_into_place
+from wangpd.linker import OutsideRoots, TargetExists, link_into_place
+from wangpd.paths import is_own_temp
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_hardlink_and_copy(layout: tuple[Path, Path]) -> None:
     copy = wan2gp / "ckpts" / "copy.safetensors"
     assert link_into_place(snapshot, copy, mode="copy", allowed_roots=[wan2gp]) == "copy"
     assert copy.read_bytes() == snapshot.read_bytes() and copy.stat().st_ino != snapshot.resolve().stat().st_ino
-    assert not [p for p in copy.parent.iterdir() if is_temp_name(p.name)]
+    assert not [p for p in copy.parent.iterdir() if is_own_temp(p)]
 
 
 def test_a_users_file_is_left_alone(layout: tuple[Path, Path]) -> None:

@@ -91,7 +91,8 @@ def test_method_not_found(daemon: DaemonProcess) -> None:
         ("job.show", {}, "missing required parameter 'id'"),
         ("job.show", {"id": "abc"}, "job id must be a number"),
         ("limit.set", {"rate": "fast"}, "bad rate 'fast'"),
-        ("queue.add", {"url": "http://example.com/x.bin"}, "not a huggingface.co /resolve/ URL"),
+        ("queue.add", {"url": "http://example.com/x.bin"}, "not a Hugging Face file URL"),
+        ("queue.add", {"url": "https://hf.co/Org/Repo/resolve/main/../../x.bin"}, "escapes it"),
         ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "target": "../../etc/x"}, "outside the Wan2GP folder"),
         ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "target": "/etc/x"}, "relative to the Wan2GP folder"),
         ("queue.add", {"repo": "not a repo", "path": "x"}, "Org/Repo"),
@@ -102,6 +103,25 @@ def test_invalid_params_name_the_parameter(daemon: DaemonProcess, method: str, p
     _, answer = post(daemon.socket, json.dumps(rpc(method, params)))
     assert answer["error"]["code"] == -32602, answer
     assert fragment in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://huggingface.co/Org/Repo/resolve/main/sub/x%20y.safetensors",
+        "https://hf.co/Org/Repo/resolve/main/sub/x%20y.safetensors",
+        "https://www.huggingface.co/Org/Repo/blob/main/sub/x%20y.safetensors?download=true",
+        "http://127.0.0.1:9/Org/Repo/resolve/main/sub/x%20y.safetensors",  # the configured endpoint (a mirror)
+    ],
+)
+def test_queue_add_accepts_every_form_of_a_hub_url(daemon_factory: Any, url: str) -> None:
+    # One parser (wangpd/hfurl.py) for definitions, `wangpctl add` and InvokeAI: every form names the same file.
+    daemon = daemon_factory(paused=True).start()
+    _, answer = post(daemon.socket, json.dumps(rpc("queue.add", {"url": url})))
+    job = answer["result"]["job"]
+    assert (job["repo"], job["revision"], job["path"]) == ("Org/Repo", "main", "sub/x y.safetensors")
+    assert job["url"] == "https://huggingface.co/Org/Repo/resolve/main/sub/x%20y.safetensors"
+    assert job["target"].endswith("/ckpts/x y.safetensors")
 
 
 def test_positional_params(daemon: DaemonProcess) -> None:

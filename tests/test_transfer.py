@@ -18,7 +18,7 @@ import pytest
 from wangpd.config import DownloadConfig, HubConfig
 from wangpd.errors import DiskFull, TransferError
 from wangpd.hfcache import HFCache
-from wangpd.hub import Hub, parse_hf_url
+from wangpd.hub import Hub
 from wangpd.limiter import RateLimiter
 from wangpd.transfer import (
     ChecksumMismatch,
@@ -83,22 +83,6 @@ class Env:
                 backoff_base=0.01,
                 **kwargs,
             )
-
-
-def test_parse_hf_url() -> None:
-    want = ("Org/Repo", "main", "dir/file name.safetensors")
-    assert parse_hf_url("https://huggingface.co/Org/Repo/resolve/main/dir/file%20name.safetensors") == want
-    assert parse_hf_url("https://huggingface.co/Org/Repo/blob/main/dir/file%20name.safetensors?download=true") == want
-    assert parse_hf_url("https://hf.co/Org/Repo/resolve/v1.0/a.bin") == ("Org/Repo", "v1.0", "a.bin")
-    assert parse_hf_url("https://huggingface.co/datasets/Org/Repo/resolve/main/a.bin") is None
-    assert parse_hf_url("https://example.com/Org/Repo/resolve/main/a.bin") is None
-    assert parse_hf_url("https://huggingface.co/Org/Repo") is None
-    assert parse_hf_url("https://huggingface.co/Org/Repo/resolve/main/../x") is None
-    assert parse_hf_url("http://127.0.0.1:9/Org/Repo/resolve/main/a.bin", ("127.0.0.1",)) == (
-        "Org/Repo",
-        "main",
-        "a.bin",
-    )
 
 
 def test_fetch_into_cache_accepted_by_huggingface_tools(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import grp
 import logging
 import os
@@ -16,16 +15,17 @@ from typing import Any
 
 from wangpd import __version__
 from wangpd.config import Config, load_config
-from wangpd.control import Control, disk_free
+from wangpd.control import Control
 from wangpd.errors import AlreadyRunning, InvalidParams
 from wangpd.events import EventBus
 from wangpd.keeper import Keeper
 from wangpd.notify import Notifier
+from wangpd.paths import disk_free, is_own_temp, lock_exclusive
 from wangpd.rpc import AccessPolicy, RpcServer
 from wangpd.schedule import effective_limit
 from wangpd.store import Job, Store
 from wangpd.units import format_rate
-from wangpd.watcher import Watcher, WatchTargets, is_own_temp_file
+from wangpd.watcher import Watcher, WatchTargets
 from wangpd.workers import Engine
 
 __all__ = ["Daemon"]
@@ -252,7 +252,7 @@ class Daemon:
         return WatchTargets(recursive=tuple(dict.fromkeys(recursive)), shallow=(root,))
 
     async def _on_files_changed(self, paths: set[Path]) -> None:
-        paths = {p for p in paths if not is_own_temp_file(p)}
+        paths = {p for p in paths if not is_own_temp(p)}
         if not paths:
             return
         root = self.config.wan2gp.directory
@@ -438,11 +438,8 @@ class Daemon:
 def _lock_database(db_path: Path) -> int:
     """An exclusive flock on ``<db>.lock``, held until the process exits. Raises AlreadyRunning."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+    fd = lock_exclusive(Path(f"{db_path}.lock"))
+    if fd is None:
         raise AlreadyRunning(
             f"another wangpd is using the queue database {db_path}; stop it first (systemctl stop wangpd)"
         ) from None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from wangpd import hfurl
 from wangpd.errors import DefinitionError
 from wangpd.handlers import (
     LORA_DIR_PREFIX,
@@ -35,6 +35,7 @@ from wangpd.handlers import (
     handler_files_for,
     load_handler_table,
 )
+from wangpd.paths import safe_relative
 
 __all__ = [
     "DEFAULT_SETTINGS",
@@ -52,7 +53,6 @@ MAX_REFERENCE_DEPTH = 10  # Wan2GP raises "Circular Reference" past this many ho
 _URL_LIST_KEYS = ("URLs", "URLs2", "preload_URLs", "loras", "text_encoder_URLs", "VAE_URLs")
 _TEXT_KEYS = ("name", "architecture", "text_encoder_folder", "source", "source2")
 _OPTIONAL_URL_KEYS = ("ltx2_lora_distilled",)  # one URL fetched only when a feature is used
-_HF_RE = re.compile(r"^https://huggingface\.co/(?!datasets/|spaces/)([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,12 +201,6 @@ def _join(*parts: str) -> str:
     return _norm(posixpath.join(*parts))
 
 
-def _safe_relative(path: str) -> bool:
-    if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path) or "\\" in path or "\0" in path:
-        return False
-    return ".." not in path.split("/")
-
-
 @dataclass(frozen=True)
 class _Url:
     url: str
@@ -234,18 +228,15 @@ def _parse_url(raw: str) -> _Url:
         query = "&".join(q for q in split.query.split("&") if q.lower() != "download=true")
         url = urlunsplit((split.scheme, split.netloc, split.path, query, ""))
     name = posixpath.basename(unquote(split.path))
-    if not name or name in (".", "..") or not _safe_relative(name):
+    if not name or name in (".", "..") or not safe_relative(name):
         raise ValueError(f"{url!r} does not name a file")
     if subdir is not None and subdir != "%lora_dir":
-        if not _safe_relative(subdir):
+        if not safe_relative(subdir):
             raise ValueError(f"'|{subdir}' escapes the Wan2GP folder (absolute, empty or '..')")
         subdir = _norm(subdir)
-    match = _HF_RE.match(url.split("?")[0])
-    if match:
-        path_in_repo = unquote(match.group(3))
-        if not _safe_relative(path_in_repo):
-            raise ValueError(f"{url!r}: the path in the repository escapes it ('..' or absolute)")
-        return _Url(url, match.group(1), match.group(2), path_in_repo, name, subdir)
+    hub_file = hfurl.parse(url)  # ValueError for a Hub URL whose path escapes the repository
+    if hub_file is not None:
+        return _Url(url, hub_file.repo, hub_file.revision, hub_file.path, name, subdir)
     return _Url(url, None, "", "", name, subdir)
 
 
@@ -627,7 +618,7 @@ class _Resolver:
         folder = model.get("text_encoder_folder")
         if folder is not None:
             folder = folder.strip().strip("/")
-            if folder and not _safe_relative(folder):
+            if folder and not safe_relative(folder):
                 raise self.fail(d, "text_encoder_folder", f"{folder!r} escapes the Wan2GP folder")
         holder, urls = self.follow(d, "text_encoder_URLs") if "text_encoder_URLs" in model else (d, [])
         if urls:

@@ -11,15 +11,13 @@ import inspect
 import logging
 import posixpath
 import re
-import shutil
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from wangpd import __version__, protocol
+from wangpd import __version__, hfurl, protocol
 from wangpd.errors import BadState, ConfigError, InvalidParams
 from wangpd.store import ACTIVE, Job, JobSpec, JobState, Store
 from wangpd.units import format_rate, parse_rate
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["Control", "call"]
 
 log = logging.getLogger(__name__)
-
-_HF_URL = re.compile(r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<path>.+)$")
 
 
 def _job_id(value: int | str) -> int:
@@ -114,20 +110,23 @@ class Control:
         if url:
             if repo or path:
                 raise InvalidParams("give either url or repo + path, not both")
-            match = _HF_URL.match(url.split("?", 1)[0])
-            if match:
-                repo, revision, path = match["repo"], match["rev"], unquote(match["path"])
+            hub = self.daemon.config.hub
+            try:  # huggingface.co, hf.co, www., /blob/, and the configured endpoint (a mirror)
+                hub_file = hfurl.parse(url, (hfurl.host_of(hub.endpoint),))
+            except ValueError as exc:
+                raise InvalidParams(f"url: {exc}") from None
+            if hub_file is not None:
+                repo, revision, path = hub_file.repo, hub_file.revision, hub_file.path
+                url = hfurl.resolve_url(repo, revision, path)
             else:
-                host = urlsplit(url).hostname or ""
-                if urlsplit(url).scheme != "https" or host not in self.daemon.config.hub.allowed_hosts:
-                    raise InvalidParams(
-                        f"url {url!r} is not a huggingface.co /resolve/ URL and its host is not in hub.allowed_hosts"
-                    )
+                refusal = hfurl.plain_url_refusal(url, hub.allowed_hosts)
+                if refusal is not None:
+                    raise InvalidParams(f"url is not a Hugging Face file URL, and {refusal}")
                 path = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
         elif repo and path:
             if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
                 raise InvalidParams(f"repo must look like Org/Repo, got {repo!r}")
-            url = f"https://huggingface.co/{repo}/resolve/{revision}/{path}"
+            url = hfurl.resolve_url(repo, revision, path)
         else:
             raise InvalidParams("give a url, or repo and path")
         assert path is not None
@@ -346,14 +345,3 @@ async def call(control: Control, method: str, params: dict[str, Any] | list[Any]
         if parameter.default is inspect.Parameter.empty and name not in params:
             raise InvalidParams(f"{method}: missing required parameter {name!r}")
     return await handler(**params)
-
-
-def disk_free(path: Path) -> int | None:
-    """Free bytes on the filesystem holding ``path`` (its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None

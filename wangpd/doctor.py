@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from wangpd.config import load_config
 from wangpd.errors import ConfigError
+from wangpd.paths import disk_free, nearest_existing
 from wangpd.units import format_bytes
 
 if TYPE_CHECKING:
@@ -134,9 +135,7 @@ def _models(daemon: Daemon) -> list[dict[str, Any]]:
 
 def _writable_folder(path: Path) -> tuple[bool, Path]:
     """Whether the daemon could create files in ``path`` (or create ``path``): its nearest existing folder."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = nearest_existing(path)
     return os.access(probe, os.W_OK | os.X_OK), probe
 
 
@@ -189,8 +188,6 @@ def _invokeai(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 def _disk(daemon: Daemon) -> list[dict[str, Any]]:
-    from wangpd.control import disk_free
-
     reserve = daemon.config.download.free_space_reserve
     remaining = daemon.store.totals()["remaining_bytes"] or 0
     checks = []

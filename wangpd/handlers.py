@@ -33,6 +33,7 @@ from typing import Any
 
 from wangpd.config import load_yaml
 from wangpd.errors import ConfigError
+from wangpd.paths import safe_relative, safe_repo_path
 
 __all__ = [
     "Architecture",
@@ -236,7 +237,7 @@ class _Checker:
         text = self.text(value, where)
         assert text is not None
         rest = text[len(LORA_DIR_PREFIX) :] if allow_lora and text.startswith(LORA_DIR_PREFIX) else text
-        if not _safe_relative(rest.rstrip("/")):
+        if not safe_relative(rest.rstrip("/")):
             raise self.fail(where, f"{text!r} must be a relative path inside the folder (no '..', not absolute)")
         return text
 
@@ -251,7 +252,8 @@ class _Checker:
             raise self.fail(f"{where}.repo", f"expected Org/Name, got {repo!r}")
         path = self.text(entry.get("path"), f"{where}.path")
         assert path is not None
-        if path.startswith("/") or ".." in path.split("/"):
+        # A whole folder is written with a trailing slash (``folder/``); the rest is a repo path like any other.
+        if not safe_repo_path(path.rstrip("/") if entry.get("whole_folder") is True else path):
             raise self.fail(f"{where}.path", f"{path!r} must be a path inside the repo")
         local = self.relative(entry.get("local", path), f"{where}.local", allow_lora=allow_lora)
         whole = entry.get("whole_folder", False)
@@ -423,12 +425,6 @@ class _Checker:
             aliases=aliases,
             choices=choices,
         )
-
-
-def _safe_relative(path: str) -> bool:
-    if not path or path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path) or "\\" in path or "\0" in path:
-        return False
-    return ".." not in path.split("/")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -622,7 +618,7 @@ def handler_files_for(arch: Architecture, model: Mapping[str, Any]) -> tuple[lis
                 raise ValueError(f"{templated.key}: expected a file or folder name, got {value!r}")
             for template in templated.paths:
                 path = template.replace("{value}", value)
-                if not _safe_relative(path):
+                if not safe_relative(path):
                     raise ValueError(f"{templated.key}: {value!r} escapes the checkpoints folder")
                 files.append(HandlerFile(repo=templated.repo, path=path, local=path))
         if condition.set_text_encoder is not None:

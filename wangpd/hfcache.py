@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wangpd.hub import FileMeta
+from wangpd.paths import PART_SUFFIX, TEMP_SUFFIX, fsync_dir, safe_repo_path
 
 __all__ = ["CachePaths", "HFCache", "repo_folder_name"]
 
@@ -47,23 +48,8 @@ class CachePaths:
     ref: Path | None  # None when the revision is itself a commit hash
 
 
-def _fsync_dir(path: Path) -> None:
-    # A rename is only durable once the directory holding it is flushed.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _check_path_in_repo(path: str) -> None:
-    parts = path.split("/")
-    if path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    if not safe_repo_path(path):
         raise ValueError(f"bad path in repository: {path!r}")
 
 
@@ -87,7 +73,7 @@ class HFCache:
         return CachePaths(
             repo_dir=repo_dir,
             blob=blob,
-            incomplete=blob.with_name(blob.name + ".incomplete"),
+            incomplete=blob.with_name(blob.name + PART_SUFFIX),
             snapshot=repo_dir / "snapshots" / meta.commit / meta.path,
             ref=ref,
         )
@@ -147,7 +133,7 @@ class HFCache:
             os.close(fd)
         paths.blob.parent.mkdir(parents=True, exist_ok=True)
         os.replace(incomplete, paths.blob)
-        _fsync_dir(paths.blob.parent)
+        fsync_dir(paths.blob.parent)
         self._link_snapshot(paths)
         self._write_ref(paths)
         return paths.snapshot
@@ -158,7 +144,7 @@ class HFCache:
         target = os.path.relpath(paths.blob, snapshot.parent)
         if snapshot.is_symlink() and os.readlink(snapshot) == target:
             return
-        temp = snapshot.with_name(f".{snapshot.name}.wangpd-tmp")
+        temp = snapshot.with_name(f".{snapshot.name}{TEMP_SUFFIX}")
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         try:
@@ -172,7 +158,7 @@ class HFCache:
             os.link(paths.blob, temp)
         # Replace atomically: a reader sees the old entry or the new link, never nothing.
         os.replace(temp, snapshot)
-        _fsync_dir(snapshot.parent)
+        fsync_dir(snapshot.parent)
 
     def _write_ref(self, paths: CachePaths) -> None:
         if paths.ref is None:
@@ -184,6 +170,6 @@ class HFCache:
         except (OSError, UnicodeDecodeError):
             pass
         paths.ref.parent.mkdir(parents=True, exist_ok=True)
-        temp = paths.ref.with_name(f".{paths.ref.name}.wangpd-tmp")
+        temp = paths.ref.with_name(f".{paths.ref.name}{TEMP_SUFFIX}")
         temp.write_text(commit, encoding="utf-8")  # no newline: hf_hub_download reads the ref unstripped
         os.replace(temp, paths.ref)

@@ -18,19 +18,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import huggingface_hub
 from huggingface_hub import errors as hf_errors
 
 from wangpd.config import HubConfig
 from wangpd.errors import TransferError
+from wangpd.hfurl import same_origin
 
-__all__ = ["HF_HOSTS", "FileMeta", "Hub", "parse_hf_url", "parse_retry_after", "same_origin"]
+__all__ = ["FileMeta", "Hub", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
-HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
@@ -60,44 +60,6 @@ class FileMeta:
     def git_blob_id(self) -> str | None:
         """The git blob sha1 for non-LFS files (verifiable with ``git hash-object``), else None."""
         return self.etag if self.sha256 is None and _COMMIT_RE.fullmatch(self.etag or "") else None
-
-
-def parse_hf_url(url: str, extra_hosts: tuple[str, ...] = ()) -> tuple[str, str, str] | None:
-    """Map ``https://huggingface.co/<org>/<repo>/resolve/<rev>/<path>`` to ``(repo, revision, path)``.
-
-    ``/blob/`` is accepted like ``/resolve/``; a query (``?download=true``) and a fragment are ignored;
-    percent-escapes in the path are decoded. ``extra_hosts`` adds hosts (a mirror's). Returns None for any
-    other URL, including dataset and space URLs (Wan2GP only loads model repos).
-    """
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or host not in (*HF_HOSTS, *extra_hosts):
-        return None
-    segments = parts.path.split("/")
-    # ['', org, repo, 'resolve', rev, path...]
-    if len(segments) < 6 or segments[0] != "" or segments[3] not in ("resolve", "blob"):
-        return None
-    org, name, revision = unquote(segments[1]), unquote(segments[2]), unquote(segments[4])
-    path = unquote("/".join(segments[5:]))
-    if not org or not name or not revision or not path or org in ("datasets", "spaces"):
-        return None
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return None
-    return f"{org}/{name}", revision, path
-
-
-def same_origin(url_a: str, url_b: str) -> bool:
-    """True when both URLs share scheme, host and port (where the Hub token may be sent)."""
-    a, b = urlsplit(url_a), urlsplit(url_b)
-    ports = {"http": 80, "https": 443}
-    return (a.scheme, (a.hostname or "").lower(), a.port or ports.get(a.scheme)) == (
-        b.scheme,
-        (b.hostname or "").lower(),
-        b.port or ports.get(b.scheme),
-    )
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

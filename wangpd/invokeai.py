@@ -29,13 +29,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
-__all__ = ["InvokeAIIndex", "InvokeAIModel", "normalize_url", "parse_source"]
+from wangpd import hfurl
+
+__all__ = ["InvokeAIIndex", "InvokeAIModel", "parse_source"]
 
 log = logging.getLogger(__name__)
 
-_HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _REPO_RE = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -49,25 +50,6 @@ class InvokeAIModel:
     source_type: str
     path: Path  # absolute
     file_size: int | None
-
-
-def normalize_url(url: str) -> str:
-    """A file URL in one canonical form: lower-case scheme and host, ``/blob/`` -> ``/resolve/``, percent-escapes
-    normalised, ``download=true`` dropped from the query, no fragment."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return url.strip()
-    host = (parts.netloc or "").lower()
-    path = quote(unquote(parts.path), safe="/:@!$&'()*+,;=-._~")
-    if host.split(":")[0] in _HF_HOSTS:
-        host = "huggingface.co"
-        segments = path.split("/")
-        if len(segments) > 3 and segments[3] == "blob":
-            segments[3] = "resolve"
-            path = "/".join(segments)
-    query = "&".join(q for q in parts.query.split("&") if q and q.lower() != "download=true")
-    return urlunsplit((parts.scheme.lower(), host, path, query, ""))
 
 
 def parse_source(source: str) -> tuple[str, str | None, str | None] | None:
@@ -91,14 +73,12 @@ def parse_source(source: str) -> tuple[str, str | None, str | None] | None:
 
 
 def _hf_file_of_url(url: str) -> tuple[str, str] | None:
-    """(repo, path in repo) of a normalised Hub file URL, or None."""
-    parts = urlsplit(url)
-    if parts.netloc != "huggingface.co":
+    """(repo, path in repo) of a Hub file URL, or None (also for one whose path escapes its repo)."""
+    try:
+        hub_file = hfurl.parse(url)
+    except ValueError:
         return None
-    segments = unquote(parts.path).split("/")
-    if len(segments) < 6 or segments[3] != "resolve":
-        return None
-    return f"{segments[1]}/{segments[2]}", "/".join(segments[5:])
+    return (hub_file.repo, hub_file.path) if hub_file is not None else None
 
 
 class InvokeAIIndex:
@@ -203,7 +183,7 @@ class InvokeAIIndex:
         ``repo``/``path`` name the file in a Hub repo (either may be None for a plain URL); ``url`` is the URL the
         Wan2GP definition gives; ``size`` (bytes), when known, must match.
         """
-        wanted_url = normalize_url(url) if url else None
+        wanted_url = hfurl.normalize(url) if url else None
         if wanted_url and (repo is None or path is None):
             from_url = _hf_file_of_url(wanted_url)
             if from_url is not None:
@@ -232,7 +212,7 @@ class InvokeAIIndex:
 
     def _by_source(self, repo: str | None, path: str | None, url: str | None, size: int | None) -> Path | None:
         for model in self.models:
-            if url and "://" in model.source and normalize_url(model.source) == url:
+            if url and "://" in model.source and hfurl.normalize(model.source) == url:
                 hit = self._single_file(model, size)
                 if hit is not None:
                     return hit
@@ -246,7 +226,7 @@ class InvokeAIIndex:
                     if hit is not None:
                         return hit
             elif "://" in model.source:
-                from_url = _hf_file_of_url(normalize_url(model.source))
+                from_url = _hf_file_of_url(hfurl.normalize(model.source))
                 if from_url is not None and from_url[0].lower() == repo.lower() and from_url[1] == path:
                     hit = self._single_file(model, size)
                     if hit is not None:
@@ -259,7 +239,7 @@ class InvokeAIIndex:
         for model in self.models:
             parsed = parse_source(model.source)
             if parsed is None:
-                page = normalize_url(model.source) if "://" in model.source else ""
+                page = hfurl.normalize(model.source) if "://" in model.source else ""
                 # A repo page URL (https://huggingface.co/Org/Repo) installs the whole repo.
                 if page.rstrip("/").lower() != f"https://huggingface.co/{repo}".lower():
                     continue

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Literal
 
 from wangpd.errors import WangpError
+from wangpd.paths import temp_name
 
-__all__ = ["LINK_MODES", "TEMP_SUFFIX", "OutsideRoots", "TargetExists", "is_temp_name", "link_into_place"]
+__all__ = ["LINK_MODES", "OutsideRoots", "TargetExists", "link_into_place"]
 
 log = logging.getLogger(__name__)
 
 LinkMode = Literal["symlink", "hardlink", "copy"]
 LINK_MODES: tuple[LinkMode, ...] = ("symlink", "hardlink", "copy")
-TEMP_SUFFIX = ".wangpd-tmp"
 
 # "This file system / this pair of paths cannot do that kind of link" (as opposed to a real failure).
 _CANNOT_LINK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
@@ -49,11 +49,6 @@ class OutsideRoots(WangpError):
     """The target is not under any allowed Wan2GP folder."""
 
     default_message = "target outside the Wan2GP folders"
-
-
-def is_temp_name(name: str) -> bool:
-    """True for wangpd's own temporary files (the watcher ignores them)."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
@@ -114,7 +109,7 @@ def _note_fallback(folder: Path, wanted: str, used: str, exc: OSError) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    temp = target.with_name(f".{target.name}{TEMP_SUFFIX}")
+    temp = temp_name(target)
     try:
         with open(source, "rb") as src, open(temp, "xb") as dst:
             shutil.copyfileobj(src, dst, 8 * 1024 * 1024)

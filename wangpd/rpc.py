@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -27,6 +25,7 @@ from wangpd import protocol
 from wangpd.control import Control, call, handler_for
 from wangpd.errors import AlreadyRunning, WangpError
 from wangpd.events import EventBus
+from wangpd.paths import lock_exclusive
 
 __all__ = ["Peer", "RpcServer", "dispatch"]
 
@@ -174,17 +173,12 @@ class SocketInUse(AlreadyRunning):
 
 def _take_lock(directory: Path) -> int:
     """An exclusive lock beside the socket: two daemons starting at once cannot both decide the socket is stale."""
-    fd = os.open(directory / "wangpd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise SocketInUse(
-                f"another wangpd is running with socket {directory / 'wangpd.sock'} (lock held); "
-                "stop it first (systemctl stop wangpd) or use another daemon.socket"
-            ) from None
-        raise
+    fd = lock_exclusive(directory / "wangpd.lock")
+    if fd is None:
+        raise SocketInUse(
+            f"another wangpd is running with socket {directory / 'wangpd.sock'} (lock held); "
+            "stop it first (systemctl stop wangpd) or use another daemon.socket"
+        )
     return fd
 
 

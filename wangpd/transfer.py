@@ -34,8 +34,10 @@ import aiohttp
 from wangpd.config import DownloadConfig
 from wangpd.errors import DiskFull, TransferError
 from wangpd.hfcache import HFCache
-from wangpd.hub import FileMeta, Hub, parse_retry_after, same_origin
+from wangpd.hfurl import plain_url_refusal, same_origin
+from wangpd.hub import FileMeta, Hub, parse_retry_after
 from wangpd.limiter import RateLimiter
+from wangpd.paths import PART_SUFFIX, fsync_dir
 from wangpd.units import format_bytes
 
 __all__ = [
@@ -642,16 +644,9 @@ def url_file_path(url_dir: Path, url: str) -> Path:
 
 
 def _check_allowed(url: str, allowed_hosts: Sequence[str], allow_http: bool) -> None:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
-        raise TransferError(f"{url}: only https:// downloads are allowed", retryable=False)
-    allowed = {h.lower() for h in allowed_hosts}
-    if host not in allowed:
-        raise TransferError(
-            f"{url}: host {host} is not in hub.allowed_hosts; add it to the config to download from it",
-            retryable=False,
-        )
+    refusal = plain_url_refusal(url, tuple(allowed_hosts), allow_http=allow_http)
+    if refusal is not None:
+        raise TransferError(refusal, retryable=False)
 
 
 async def url_metadata(
@@ -709,7 +704,7 @@ async def fetch_url(
     """
     _check_allowed(url, allowed_hosts, allow_http)
     final = url_file_path(url_dir, url)
-    incomplete = final.with_name(final.name + ".incomplete")
+    incomplete = final.with_name(final.name + PART_SUFFIX)
 
     def finished(meta: FileMeta) -> FetchResult | None:
         if final.is_file() and (expected_size is None or final.stat().st_size == expected_size):
@@ -750,11 +745,7 @@ async def fetch_url(
 
 def _commit_plain(incomplete: Path, final: Path) -> None:
     os.replace(incomplete, final)
-    fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)
 
 
 def open_session(request_timeout: float) -> aiohttp.ClientSession:

@@ -17,18 +17,11 @@ from typing import Any
 
 import watchfiles
 
-__all__ = ["WatchTargets", "Watcher", "is_own_temp_file"]
+from wangpd.paths import is_own_temp
+
+__all__ = ["WatchTargets", "Watcher"]
 
 log = logging.getLogger(__name__)
-
-# Names wangpd itself writes while working: never a reason to re-plan.
-_OWN_SUFFIXES = (".incomplete", ".wangpd-tmp")
-_OWN_PREFIXES = (".wangpd",)
-
-
-def is_own_temp_file(path: str | Path) -> bool:
-    name = Path(path).name
-    return name.endswith(_OWN_SUFFIXES) or name.startswith(_OWN_PREFIXES) or ".wangpd-tmp" in name
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,7 @@ class WatchTargets:
 
 class _Filter(watchfiles.DefaultFilter):
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        return super().__call__(change, path) and not is_own_temp_file(path)
+        return super().__call__(change, path) and not is_own_temp(path)
 
 
 class Watcher:

@@ -27,6 +27,7 @@ from wangpd.hub import FileMeta, Hub
 from wangpd.invokeai import InvokeAIIndex
 from wangpd.limiter import RateLimiter
 from wangpd.linker import link_into_place
+from wangpd.paths import temp_name
 from wangpd.store import FileMeta as StoredMeta
 from wangpd.store import Job, JobState, Store
 
@@ -304,7 +305,7 @@ class Engine:
             fetched += result.fetched
             done += size or result.meta.size or 0
             snapshots.append((path[len(job.path) :], result.path))
-        temporary = target.with_name(f".{target.name}.wangpd-tmp")
+        temporary = temp_name(target)
 
         def build() -> None:
             if temporary.exists():

@@ -1,0 +1,108 @@
+"""Path rules and small file-system helpers shared by every module that touches disk; stdlib only.
+
+What a relative path may look like (never out of its folder), the names of wangpd's own temporary files, the
+nearest existing folder and its free space, durable renames (directory fsync) and the exclusive flock that keeps a
+second daemon away. Each rule is written here once; modules import it instead of re-reading it their own way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+
+__all__ = [
+    "PART_SUFFIX",
+    "TEMP_SUFFIX",
+    "disk_free",
+    "fsync_dir",
+    "is_own_temp",
+    "lock_exclusive",
+    "nearest_existing",
+    "safe_relative",
+    "safe_repo_path",
+    "temp_name",
+]
+
+# A download in progress: the HF cache's own suffix (``hf cache ls`` lists these as partial), also used for
+# plain-URL parts. Never a name Wan2GP loads.
+PART_SUFFIX = ".incomplete"
+# A link, copy, ref or folder wangpd is building, renamed into place when complete: ``.<name>.wangpd-tmp``.
+TEMP_SUFFIX = ".wangpd-tmp"
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+
+
+def safe_relative(path: str) -> bool:
+    """A relative path that stays inside its folder: not empty, not absolute (POSIX or Windows), no ``..``, no
+    backslash or NUL. ``a/./b`` and ``a//b`` are tolerated (they normalise inside the folder)."""
+    if not path or path.startswith(("/", "\\")) or _DRIVE_RE.match(path) or "\\" in path or "\0" in path:
+        return False
+    return ".." not in path.split("/")
+
+
+def safe_repo_path(path: str) -> bool:
+    """A path inside a Hub repository as the Hub writes it: relative, no empty, ``.`` or ``..`` segment, no NUL.
+
+    Stricter than :func:`safe_relative` on purpose: the HF cache joins it under ``snapshots/<commit>/`` verbatim.
+    """
+    if not path or path.startswith("/") or "\0" in path or "\\" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def temp_name(path: Path) -> Path:
+    """The temporary sibling under which ``path`` is built before its atomic rename."""
+    return path.with_name(f".{path.name}{TEMP_SUFFIX}")
+
+
+def is_own_temp(path: str | Path) -> bool:
+    """wangpd's own work files (parts, links being built): never a reason to re-plan, never a model file."""
+    name = Path(path).name
+    return name.endswith((PART_SUFFIX, TEMP_SUFFIX)) or name.startswith(".wangpd") or TEMP_SUFFIX in name
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself, or its nearest parent that exists (where a file under ``path`` would be created)."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def disk_free(path: Path) -> int | None:
+    """Free bytes on the filesystem that holds (or would hold) ``path``; None when it cannot be read."""
+    try:
+        return shutil.disk_usage(nearest_existing(path)).free
+    except OSError:
+        return None
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory: a rename inside it is durable only after this. Best effort (some file systems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_exclusive(path: Path) -> int | None:
+    """Take an exclusive flock on ``path`` (created 0600) and return its fd, held until closed or exit; None when
+    another process holds it. Other errors (permissions, a missing folder) are raised."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
