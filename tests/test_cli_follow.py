@@ -76,7 +76,16 @@ class OnTerminal:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
         self.master = master
-        self.proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=_env(**env))
+        # SIGINT back to its default in the child: a test run started in the background of a shell inherits it
+        # ignored, and a Python that starts with SIGINT ignored never raises KeyboardInterrupt (Ctrl-C is the test).
+        self.proc = subprocess.Popen(
+            command,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=_env(**env),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         os.close(slave)
         self.out = b""
 
