@@ -234,7 +234,7 @@ class Daemon:
         if not watch.enabled:
             return
         self.watcher = Watcher(
-            self._watch_targets,
+            self.watch_targets,
             self._on_files_changed,
             force_polling=watch.force_polling,
             poll_interval=watch.poll_interval,
@@ -242,7 +242,7 @@ class Daemon:
         )
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="watcher"))
 
-    def _watch_targets(self) -> WatchTargets:
+    def watch_targets(self) -> WatchTargets:
         root = self.config.wan2gp.directory
         catalog = self.keeper.catalog
         roots = catalog.settings.checkpoints_paths if catalog else ("ckpts", ".")

@@ -14,16 +14,15 @@ import re
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from wangpd import __version__, hfurl, protocol
+from wangpd.doctor import run_checks
 from wangpd.errors import BadState, ConfigError, InvalidParams
 from wangpd.store import ACTIVE, Job, JobSpec, JobState, Store
 from wangpd.units import format_rate, parse_rate
-
-if TYPE_CHECKING:
-    from wangpd.app import Daemon
+from wangpd.view import DaemonView
 
 __all__ = ["Control", "call"]
 
@@ -41,7 +40,7 @@ def _job_id(value: int | str) -> int:
 class Control:
     """Every method a client may call. Holds no state of its own: it reads and changes the daemon's parts."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
 
     # ---- helpers -------------------------------------------------------------------------------------------------
@@ -89,8 +88,6 @@ class Control:
 
     async def doctor(self) -> list[dict[str, Any]]:
         """Setup checks, each {check, level OK/WARN/FAIL, message, fix} (wangpd/doctor.py)."""
-        from wangpd.doctor import run_checks
-
         # In a thread: it re-reads the config and walks the watched folders, which must not stall transfers.
         return await asyncio.to_thread(run_checks, self.daemon)
 

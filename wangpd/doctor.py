@@ -11,15 +11,13 @@ import grp
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wangpd.config import load_config
 from wangpd.errors import ConfigError
 from wangpd.paths import disk_free, nearest_existing
 from wangpd.units import format_bytes
-
-if TYPE_CHECKING:
-    from wangpd.app import Daemon
+from wangpd.view import DaemonView
 
 __all__ = ["INOTIFY_WATCHES", "run_checks"]
 
@@ -35,7 +33,7 @@ def _check(name: str, level: str, message: str, fix: str = "") -> dict[str, Any]
     return {"check": name, "level": level, "message": message, "fix": fix}
 
 
-def run_checks(daemon: Daemon) -> list[dict[str, Any]]:
+def run_checks(daemon: DaemonView) -> list[dict[str, Any]]:
     """Every check, in the order a person would fix things. Blocking (reads files, walks folders): run it in a
     thread."""
     checks: list[dict[str, Any]] = []
@@ -47,7 +45,7 @@ def run_checks(daemon: Daemon) -> list[dict[str, Any]]:
     return checks
 
 
-def _config(daemon: Daemon) -> list[dict[str, Any]]:
+def _config(daemon: DaemonView) -> list[dict[str, Any]]:
     path = daemon.config.path
     try:
         load_config(path, environ=daemon.config.environ)
@@ -63,7 +61,7 @@ def _config(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("config", "OK", f"{path} loads")]
 
 
-def _wan2gp(daemon: Daemon) -> list[dict[str, Any]]:
+def _wan2gp(daemon: DaemonView) -> list[dict[str, Any]]:
     root = daemon.config.wan2gp.directory
     if not root.is_dir():
         return [_check("wan2gp", "FAIL", f"{root} does not exist", "set wan2gp_directory, then `wangpctl reload`")]
@@ -98,7 +96,7 @@ def _wan2gp(daemon: Daemon) -> list[dict[str, Any]]:
     return checks
 
 
-def _models(daemon: Daemon) -> list[dict[str, Any]]:
+def _models(daemon: DaemonView) -> list[dict[str, Any]]:
     catalog = daemon.keeper.catalog if daemon.keeper else None
     if catalog is None:
         return [_check("models", "WARN", "the definitions have not been read yet", "wangpctl rescan")]
@@ -139,7 +137,7 @@ def _writable_folder(path: Path) -> tuple[bool, Path]:
     return os.access(probe, os.W_OK | os.X_OK), probe
 
 
-def _hf_cache(daemon: Daemon) -> list[dict[str, Any]]:
+def _hf_cache(daemon: DaemonView) -> list[dict[str, Any]]:
     cache = daemon.config.hub.cache_dir
     writable, probe = _writable_folder(cache)
     if not writable:
@@ -156,7 +154,7 @@ def _hf_cache(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("hf-cache", "OK", f"{cache} exists and is writable")]
 
 
-def _token(daemon: Daemon) -> list[dict[str, Any]]:
+def _token(daemon: DaemonView) -> list[dict[str, Any]]:
     hub = daemon.engine.hub if daemon.engine else None
     if hub is not None and hub.has_token:
         source = f"from {daemon.config.hub.token_file}" if daemon.config.hub.token_file else "from huggingface_hub"
@@ -171,7 +169,7 @@ def _token(daemon: Daemon) -> list[dict[str, Any]]:
     ]
 
 
-def _invokeai(daemon: Daemon) -> list[dict[str, Any]]:
+def _invokeai(daemon: DaemonView) -> list[dict[str, Any]]:
     index = daemon.engine.invokeai if daemon.engine else None
     if index is None or index.db_path is None:
         return [_check("invokeai", "OK", "not configured (invokeai_db): nothing reused from InvokeAI")]
@@ -187,7 +185,7 @@ def _invokeai(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("invokeai", "OK", f"{index.db_path} readable: {len(index.models)} model(s) can be reused")]
 
 
-def _disk(daemon: Daemon) -> list[dict[str, Any]]:
+def _disk(daemon: DaemonView) -> list[dict[str, Any]]:
     reserve = daemon.config.download.free_space_reserve
     remaining = daemon.store.totals()["remaining_bytes"] or 0
     checks = []
@@ -228,9 +226,9 @@ def _disk(daemon: Daemon) -> list[dict[str, Any]]:
     return checks
 
 
-def _watched_dirs(daemon: Daemon, cap: int) -> int:
+def _watched_dirs(daemon: DaemonView, cap: int) -> int:
     """How many folders inotify must watch (one watch each), counted up to ``cap``."""
-    targets = daemon._watch_targets()
+    targets = daemon.watch_targets()
     count = sum(1 for p in targets.shallow if p.is_dir())
     for root in targets.recursive:
         for _ in os.walk(root):
@@ -240,7 +238,7 @@ def _watched_dirs(daemon: Daemon, cap: int) -> int:
     return count
 
 
-def _inotify(daemon: Daemon) -> list[dict[str, Any]]:
+def _inotify(daemon: DaemonView) -> list[dict[str, Any]]:
     watch = daemon.config.watch
     if not watch.enabled or watch.force_polling:
         return [
@@ -260,7 +258,7 @@ def _inotify(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("inotify", "OK", message)]
 
 
-def _watcher(daemon: Daemon) -> list[dict[str, Any]]:
+def _watcher(daemon: DaemonView) -> list[dict[str, Any]]:
     if daemon.watcher is None:
         return [
             _check(
@@ -277,7 +275,7 @@ def _watcher(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("watcher", "WARN", text, "check the Wan2GP folder exists; the daemon log says more")]
 
 
-def _socket(daemon: Daemon) -> list[dict[str, Any]]:
+def _socket(daemon: DaemonView) -> list[dict[str, Any]]:
     path = daemon.config.daemon.socket
     try:
         info = path.stat()
@@ -311,7 +309,7 @@ def _socket(daemon: Daemon) -> list[dict[str, Any]]:
     return [_check("socket", "OK", text)]
 
 
-def _queue(daemon: Daemon) -> list[dict[str, Any]]:
+def _queue(daemon: DaemonView) -> list[dict[str, Any]]:
     counts = daemon.store.counts()
     checks = []
     if daemon.paused:

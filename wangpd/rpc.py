@@ -324,7 +324,7 @@ class RpcServer:
         self._streams.add(response)
         try:
             # First line: a snapshot, so a follower can draw at once instead of waiting for the next change.
-            snapshot = {"event": "hello", **self.control.daemon.status_snapshot()}
+            snapshot = {"event": "hello", **(await self.control.status())}
             await response.write((json.dumps(snapshot, default=str) + "\n").encode())
             async for event in self.events.subscribe():
                 await response.write((json.dumps(event, default=str) + "\n").encode())
