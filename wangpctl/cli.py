@@ -3,6 +3,8 @@
 Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 the daemon is not running.
 Every command takes ``--json`` (machine-readable output, schema in docs/json-schema.md).
 Shell completion: click's mechanism (``_WANGPCTL_COMPLETE=bash_source wangpctl``), or ``wangpctl completion SHELL``.
+
+This module is the wiring (arguments, RPC calls, exit codes); what a command prints is in ``wangpctl.render``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -171,7 +173,7 @@ def version(ctx: Ctx) -> None:
 
     result = ctx.call("version")
     result["client"] = package_version("wangpd")
-    ctx.out(result, lambda r: f"wangpctl {r['client']}\nwangpd   {r['version']} (protocol {r['protocol']})")
+    ctx.out(result, render.version)
 
 
 # ---- queue -------------------------------------------------------------------------------------------------------
@@ -192,18 +194,7 @@ def version(ctx: Ctx) -> None:
 def queue(ctx: Ctx, states: tuple[str, ...], model: str | None, page_size: int, offset: int) -> None:
     """The download queue: id, state, progress, size, speed, ETA, file, models, reason."""
     result = ctx.call("queue.list", state=list(states) or None, model=model, limit=page_size, offset=offset)
-
-    def human(r: dict[str, Any]) -> str:
-        if not r["jobs"]:
-            return "queue is empty" if not states and not model else "no matching jobs"
-        headers = ["ID", "STATE", "DONE", "SIZE", "SPEED", "ETA", "FILE", "MODELS", "REASON"]
-        text = fmt.table(headers, render.job_rows(r["jobs"], ctx.colour), right=(0, 2, 3, 4))
-        shown = r["offset"] + len(r["jobs"])
-        if shown < r["total"] or r["offset"]:
-            text += f"\n{r['offset'] + 1}-{shown} of {r['total']} (--offset {shown} for more)"
-        return text
-
-    ctx.out(result, human)
+    ctx.out(result, lambda r: render.queue(r, filtered=bool(states or model), colour=ctx.colour))
 
 
 @command(cli)
@@ -232,73 +223,82 @@ def add(ctx: Ctx, what: tuple[str, ...], target: str | None, priority: int, all_
             "models.add", types=models, all_variants=all_variants, dry_run=dry_run, priority=priority
         )
 
-    def human(r: dict[str, Any]) -> str:
-        lines = []
-        for item in r.get("files", []):
-            job = item["job"]
-            verb = "queued" if item["created"] else f"already {job['state']}"
-            lines.append(f"{verb}: job {job['id']} {job['repo'] or job['url']} {job['path']} -> {job['target']}")
-        if "models" in r:
-            m = r["models"]
-            verb = "would queue" if m.get("dry_run") else "queued"
-            lines.append(
-                f"{verb} {m['files']} files, {fmt.bytes_(m['bytes'])}"
-                + (f" ({m['unknown_size']} of unknown size)" if m.get("unknown_size") else "")
-                + f" for {', '.join(m['models'])}"
-            )
-            for error in m.get("errors", []):
-                lines.append(f"error: {error}")
-        return "\n".join(lines)
-
-    ctx.out(results, human)
+    ctx.out(results, render.add)
 
 
 @command(cli)
 @click.argument("which", type=click.Choice(["complete", "failed", "all"]), default="complete")
 def clear(ctx: Ctx, which: str) -> None:
     """Remove finished jobs from the list (complete, failed+cancelled, or all finished). Files stay."""
-    ctx.out(ctx.call("queue.clear", which=which), lambda r: f"removed {r['removed']} {which} job(s)")
+    ctx.out(ctx.call("queue.clear", which=which), lambda r: render.clear(r, which))
 
 
-def _job_verb(method: str, past: str) -> Callable[[Ctx, int], None]:
-    def run(ctx: Ctx, job: int) -> None:
-        ctx.out(ctx.call(method, id=job), lambda r: f"job {r['id']} {past} ({r['state']})")
-
-    return run
+# ---- jobs --------------------------------------------------------------------------------------------------------
 
 
-@command(cli)
-@click.argument("job", type=JOB, required=False)
-def pause(ctx: Ctx, job: int | None) -> None:
-    """Pause one job, or every download when no JOB is given (partial files are kept)."""
-    if job:
-        _job_verb("job.pause", "paused")(ctx, job)
-    else:
-        ctx.out(ctx.call("pause"), lambda r: "all downloads paused")
+Render = Callable[[dict[str, Any]], str]
 
 
-@command(cli)
-@click.argument("job", type=JOB, required=False)
-def resume(ctx: Ctx, job: int | None) -> None:
-    """Resume one paused job, or all downloads when no JOB is given."""
-    if job:
-        _job_verb("job.resume", "resumed")(ctx, job)
-    else:
-        ctx.out(ctx.call("resume"), lambda r: "downloads resumed")
+class JobVerb(NamedTuple):
+    """A verb on one job. Each one is ``wangpctl job NAME JOB``; one with ``top_help`` is also ``wangpctl NAME JOB``,
+    the short spelling people type most, so the two can never drift apart."""
+
+    name: str
+    method: str  # the RPC method, called with id=JOB
+    human: Render  # renders the job the method returns
+    job_help: str
+    top_help: str | None = None  # None: only under `wangpctl job`
+    every: tuple[str, Render] | None = None  # top level without JOB: (RPC method, render) for every download
 
 
-@command(cli)
-@click.argument("job", type=JOB)
-def cancel(ctx: Ctx, job: int) -> None:
-    """Cancel a job (its partial file is kept in the HF cache for a later retry)."""
-    _job_verb("job.cancel", "cancelled")(ctx, job)
+JOB_VERBS = (
+    JobVerb("show", "job.show", render.job_show, "Every field of one job."),
+    JobVerb(
+        "pause",
+        "job.pause",
+        functools.partial(render.job_changed, past="paused"),
+        "Pause one job.",
+        "Pause one job, or every download when no JOB is given (partial files are kept).",
+        every=("pause", render.pause_all),
+    ),
+    JobVerb(
+        "resume",
+        "job.resume",
+        functools.partial(render.job_changed, past="resumed"),
+        "Resume one paused job.",
+        "Resume one paused job, or all downloads when no JOB is given.",
+        every=("resume", render.resume_all),
+    ),
+    JobVerb(
+        "cancel",
+        "job.cancel",
+        functools.partial(render.job_changed, past="cancelled"),
+        "Cancel one job.",
+        "Cancel a job (its partial file is kept in the HF cache for a later retry).",
+    ),
+    JobVerb(
+        "retry",
+        "job.retry",
+        functools.partial(render.job_changed, past="queued again"),
+        "Queue a failed or cancelled job again.",
+        "Queue a failed or cancelled job again.",
+    ),
+)
 
 
-@command(cli)
-@click.argument("job", type=JOB)
-def retry(ctx: Ctx, job: int) -> None:
-    """Queue a failed or cancelled job again."""
-    _job_verb("job.retry", "queued again")(ctx, job)
+def job_command(group: click.Group, verb: JobVerb, help_text: str, every: tuple[str, Render] | None) -> None:
+    """Add ``verb`` to ``group`` as a command taking JOB. With ``every``, JOB may be left out to act on every
+    download instead."""
+
+    def run(ctx: Ctx, job: int | None) -> None:
+        # `not job` rather than `job is None`: ids start at 1, so `pause 0` names no job and means every download.
+        if every is not None and not job:
+            method, human = every
+            ctx.out(ctx.call(method), human)
+        else:
+            ctx.out(ctx.call(verb.method, id=job), verb.human)
+
+    command(group, verb.name, help=help_text)(click.argument("job", type=JOB, required=every is None)(run))
 
 
 @cli.group()
@@ -306,39 +306,10 @@ def job() -> None:
     """One job: show, pause, resume, cancel, retry, priority."""
 
 
-@command(job, "show")
-@click.argument("job_id", metavar="JOB", type=JOB)
-def job_show(ctx: Ctx, job_id: int) -> None:
-    """Every field of one job."""
-    ctx.out(ctx.call("job.show", id=job_id), lambda r: "\n".join(f"{k:12} {v}" for k, v in r.items()))
-
-
-@command(job, "pause")
-@click.argument("job_id", metavar="JOB", type=JOB)
-def job_pause(ctx: Ctx, job_id: int) -> None:
-    """Pause one job."""
-    _job_verb("job.pause", "paused")(ctx, job_id)
-
-
-@command(job, "resume")
-@click.argument("job_id", metavar="JOB", type=JOB)
-def job_resume(ctx: Ctx, job_id: int) -> None:
-    """Resume one paused job."""
-    _job_verb("job.resume", "resumed")(ctx, job_id)
-
-
-@command(job, "cancel")
-@click.argument("job_id", metavar="JOB", type=JOB)
-def job_cancel(ctx: Ctx, job_id: int) -> None:
-    """Cancel one job."""
-    _job_verb("job.cancel", "cancelled")(ctx, job_id)
-
-
-@command(job, "retry")
-@click.argument("job_id", metavar="JOB", type=JOB)
-def job_retry(ctx: Ctx, job_id: int) -> None:
-    """Queue a failed or cancelled job again."""
-    _job_verb("job.retry", "queued again")(ctx, job_id)
+for _verb in JOB_VERBS:
+    if _verb.top_help is not None:
+        job_command(cli, _verb, _verb.top_help, _verb.every)
+    job_command(job, _verb, _verb.job_help, None)
 
 
 @command(job, "priority")
@@ -349,7 +320,7 @@ def job_priority(ctx: Ctx, job_id: int, where: str) -> None:
     if where not in ("top", "bottom") and not where.lstrip("-").isdigit():
         raise click.BadParameter("must be top, bottom or a whole number", param_hint="WHERE")
     value: str | int = where if where in ("top", "bottom") else int(where)
-    ctx.out(ctx.call("job.priority", id=job_id, where=value), lambda r: f"job {r['id']} priority {r['priority']}")
+    ctx.out(ctx.call("job.priority", id=job_id, where=value), render.job_priority)
 
 
 # ---- limit, reload ------------------------------------------------------------------------------------------------
@@ -370,7 +341,7 @@ def limit(ctx: Ctx, rate: str | None) -> None:
 @command(cli)
 def reload(ctx: Ctx) -> None:
     """Re-read the daemon's config file (transfers keep running). Synchronous: systemd's ExecReload uses it."""
-    ctx.out(ctx.call("reload"), lambda r: "reloaded" + (f": {', '.join(r['changes'])}" if r["changes"] else ""))
+    ctx.out(ctx.call("reload"), render.reload)
 
 
 # ---- models, plan, approvals ---------------------------------------------------------------------------------------
@@ -388,29 +359,7 @@ def models(click_ctx: click.Context, filter_: str | None, missing: bool, as_json
     ctx: Ctx = click_ctx.find_object(Ctx)  # type: ignore[assignment]
     ctx.as_json = ctx.as_json or as_json
     result = ctx.call("models.list", filter=filter_, missing=missing)
-
-    def human(r: dict[str, Any]) -> str:
-        if not r["models"]:
-            return "every model is complete" if missing and not filter_ else "no matching models"
-        rows = []
-        for m in r["models"]:
-            state = fmt.colour("error", "red", ctx.colour) if m["error"] else f"{m['present']}/{m['total']}"
-            missing_bytes = fmt.bytes_(m["missing_bytes"]) if m["missing_bytes"] is not None else "?"
-            rows.append(
-                [
-                    m["type"],
-                    m["name"][:40],
-                    m["family"],
-                    state,
-                    "-" if m["complete"] else missing_bytes,
-                    m["tracked"] or "",
-                    (m["error"] or "")[:70],
-                ]
-            )
-        text = fmt.table(["TYPE", "NAME", "FAMILY", "FILES", "MISSING", "TRACKED", "ERROR"], rows, right=(3, 4))
-        return text + f"\n{r['count']} model(s)" + ("; --all to list complete ones too" if missing else "")
-
-    ctx.out(result, human)
+    ctx.out(result, lambda r: render.models(r, missing=missing, filtered=bool(filter_), colour=ctx.colour))
 
 
 @command(models, "show")
@@ -419,29 +368,7 @@ def models(click_ctx: click.Context, filter_: str | None, missing: bool, as_json
 def models_show(ctx: Ctx, model_type: str, all_variants: bool) -> None:
     """Every file one model needs, where it goes and whether it is there."""
     result = ctx.call("models.show", type=model_type, all_variants=all_variants)
-
-    def human(r: dict[str, Any]) -> str:
-        model = r["model"]
-        lines = [f"{model_type}: {model.get('name', '')} ({model.get('family', '')})"]
-        if model.get("error"):
-            lines.append(f"error: {model['error']}")
-        for warning in model.get("warnings") or []:
-            lines.append(f"warning: {warning}")
-        lines.append("defined in: " + ", ".join(model["definition_files"]))
-        rows = [
-            [
-                f["status"],
-                fmt.bytes_(f["size"]) if f.get("size") is not None else "?",
-                f["local"],
-                f.get("repo") or "",
-                f.get("role", ""),
-            ]
-            for f in r["files"]
-        ]
-        lines.append(fmt.table(["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"], rows, right=(1,)))
-        return "\n".join(lines)
-
-    ctx.out(result, human)
+    ctx.out(result, lambda r: render.models_show(r, model_type))
 
 
 @command(cli)
@@ -449,44 +376,27 @@ def models_show(ctx: Ctx, model_type: str, all_variants: bool) -> None:
 @click.option("--all-variants", is_flag=True, help="Every variant, not only the one Wan2GP would load.")
 def plan(ctx: Ctx, model_globs: tuple[str, ...], all_variants: bool) -> None:
     """What the daemon plans: every wanted file with its status (use --json for the full record)."""
-    result = ctx.call("plan", models=list(model_globs) or None, all_variants=all_variants)
-
-    def human(r: dict[str, Any]) -> str:
-        counts: dict[str, int] = {}
-        for f in r["files"]:
-            counts[f["status"]] = counts.get(f["status"], 0) + 1
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        missing = r.get("missing_bytes")
-        return f"{len(r['files'])} files: {summary}; missing {fmt.bytes_(missing) if missing is not None else '?'}"
-
-    ctx.out(result, human)
+    ctx.out(ctx.call("plan", models=list(model_globs) or None, all_variants=all_variants), render.plan)
 
 
 @command(cli)
 def rescan(ctx: Ctx) -> None:
     """Re-read Wan2GP's definitions now and queue what tracked models miss."""
-    result = ctx.call("rescan")
-    ctx.out(
-        result,
-        lambda r: (
-            f"rescanned: {r.get('queued', 0)} file(s) queued"
-            + (f", held for approval as batch {r['batch']}" if r.get("approval") else "")
-        ),
-    )
+    ctx.out(ctx.call("rescan"), render.rescan)
 
 
 @command(cli)
 @click.argument("batch", required=False)
 def approve(ctx: Ctx, batch: str | None) -> None:
     """Start an automatic batch held for approval (every held batch when none is named)."""
-    ctx.out(ctx.call("approve", batch=batch), lambda r: f"approved {r['approved']} file(s), {fmt.bytes_(r['bytes'])}")
+    ctx.out(ctx.call("approve", batch=batch), render.approve)
 
 
 @command(cli)
 @click.argument("batch", required=False)
 def reject(ctx: Ctx, batch: str | None) -> None:
     """Drop an automatic batch held for approval; its files are not proposed again."""
-    ctx.out(ctx.call("reject", batch=batch), lambda r: f"rejected {r['rejected']} file(s), {fmt.bytes_(r['bytes'])}")
+    ctx.out(ctx.call("reject", batch=batch), render.reject)
 
 
 # ---- follow, doctor ------------------------------------------------------------------------------------------------
@@ -516,22 +426,6 @@ def follow(ctx: Ctx, job: int | None) -> None:
     sys.exit(code)
 
 
-_LEVEL_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
-
-
-def _doctor_text(checks: list[dict[str, Any]], colour: bool) -> str:
-    lines = []
-    for item in checks:
-        level = fmt.colour(f"{item['level']:<4}", _LEVEL_COLOURS[item["level"]], colour)
-        lines.append(f"{level} {item['check']:<12} {item['message']}")
-        if item["fix"] and item["level"] != "OK":
-            lines.append(f"     {'':<12} fix: {item['fix']}")
-    fails = sum(1 for c in checks if c["level"] == "FAIL")
-    warns = sum(1 for c in checks if c["level"] == "WARN")
-    lines.append(f"{fails} fail, {warns} warn, {len(checks) - fails - warns} ok")
-    return "\n".join(lines)
-
-
 @command(cli)
 def doctor(ctx: Ctx) -> None:
     """Check the setup: config, Wan2GP folder, HF cache and token, InvokeAI, disk, inotify, watcher, socket.
@@ -551,7 +445,7 @@ def doctor(ctx: Ctx) -> None:
             ctx.fail_rpc(exc)
         checks, source = unreachable_checks(ctx.client.candidates), "client"
     result = {"source": source, "ok": exit_code(checks) == 0, "checks": checks}
-    ctx.out(result, lambda r: _doctor_text(r["checks"], ctx.colour))
+    ctx.out(result, lambda r: render.doctor(r, colour=ctx.colour))
     sys.exit(protocol.EXIT_NOT_RUNNING if source == "client" else exit_code(checks))
 
 
@@ -591,19 +485,7 @@ def service_install(ctx: Ctx, scope: str | None, config_path: str | None, dry_ru
         click.echo(f"wangpctl: cannot write {exc.filename}: permission denied (run it with sudo)", err=True)
         sys.exit(protocol.EXIT_DAEMON_ERROR)
 
-    def human(r: dict[str, Any]) -> str:
-        verb = "would write" if dry_run else "wrote"
-        lines = []
-        for unit in r["files"]:
-            action = "unchanged" if unit["action"] == "unchanged" else f"{verb} ({unit['action']})"
-            lines.append(f"{action}: {unit['path']}")
-            lines += [f"    {line}" for line in unit["changed_lines"]]
-        lines += [fmt.colour(f"warning: {w}", "yellow", ctx.colour) for w in r["warnings"]]
-        lines.append("then run:" if not dry_run else "then you would run:")
-        lines += [f"  {command}" for command in r["commands"]]
-        return "\n".join(lines)
-
-    ctx.out(plan.to_dict(dry_run), human)
+    ctx.out(plan.to_dict(dry_run), lambda r: render.service_install(r, colour=ctx.colour))
 
 
 @cli.command()

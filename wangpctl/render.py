@@ -1,4 +1,9 @@
-"""Human renderings of daemon answers. No click here: the fast path (wangpctl/main.py) uses it too."""
+"""Human renderings of daemon answers, one function per command, named after it. No click here: the fast path
+(wangpctl/main.py) uses it too, and the tests call these functions directly.
+
+Each function takes the JSON result of its RPC call (what ``--json`` prints) plus whatever the command line added,
+and returns the text to print. ``colour`` says whether to add ANSI colours; the CLI decides it (fmt.use_colour).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,29 @@ from typing import Any
 
 from wangpctl import fmt
 
-__all__ = ["job_rows", "limit", "status"]
+__all__ = [
+    "add",
+    "approve",
+    "clear",
+    "doctor",
+    "job_changed",
+    "job_priority",
+    "job_rows",
+    "job_show",
+    "limit",
+    "models",
+    "models_show",
+    "pause_all",
+    "plan",
+    "queue",
+    "reject",
+    "reload",
+    "rescan",
+    "resume_all",
+    "service_install",
+    "status",
+    "version",
+]
 
 
 def status(status: dict[str, Any]) -> str:
@@ -63,6 +90,14 @@ def status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def version(r: dict[str, Any]) -> str:
+    """``r``: the daemon's ``version`` answer with the CLI's own version added as ``client``."""
+    return f"wangpctl {r['client']}\nwangpd   {r['version']} (protocol {r['protocol']})"
+
+
+# ---- queue and jobs ----------------------------------------------------------------------------------------------
+
+
 def job_rows(jobs: list[dict[str, Any]], c: bool) -> list[list[str]]:
     rows = []
     for job in jobs:
@@ -93,6 +128,67 @@ def job_rows(jobs: list[dict[str, Any]], c: bool) -> list[list[str]]:
     return rows
 
 
+def queue(r: dict[str, Any], *, filtered: bool, colour: bool) -> str:
+    """One page of ``queue.list``. ``filtered``: a --state or --model was given, so an empty page is not an empty
+    queue. A footer says where the page sits when it is not the whole queue."""
+    if not r["jobs"]:
+        return "no matching jobs" if filtered else "queue is empty"
+    headers = ["ID", "STATE", "DONE", "SIZE", "SPEED", "ETA", "FILE", "MODELS", "REASON"]
+    text = fmt.table(headers, job_rows(r["jobs"], colour), right=(0, 2, 3, 4))
+    shown = r["offset"] + len(r["jobs"])
+    if shown < r["total"] or r["offset"]:
+        text += f"\n{r['offset'] + 1}-{shown} of {r['total']} (--offset {shown} for more)"
+    return text
+
+
+def add(r: dict[str, Any]) -> str:
+    """``r``: ``files`` (one ``queue.add`` answer per URL) and/or ``models`` (the ``models.add`` answer)."""
+    lines = []
+    for item in r.get("files", []):
+        job = item["job"]
+        verb = "queued" if item["created"] else f"already {job['state']}"
+        lines.append(f"{verb}: job {job['id']} {job['repo'] or job['url']} {job['path']} -> {job['target']}")
+    if "models" in r:
+        m = r["models"]
+        verb = "would queue" if m.get("dry_run") else "queued"
+        lines.append(
+            f"{verb} {m['files']} files, {fmt.bytes_(m['bytes'])}"
+            + (f" ({m['unknown_size']} of unknown size)" if m.get("unknown_size") else "")
+            + f" for {', '.join(m['models'])}"
+        )
+        for error in m.get("errors", []):
+            lines.append(f"error: {error}")
+    return "\n".join(lines)
+
+
+def clear(r: dict[str, Any], which: str) -> str:
+    return f"removed {r['removed']} {which} job(s)"
+
+
+def job_changed(job: dict[str, Any], past: str) -> str:
+    """A job after pause/resume/cancel/retry; ``past`` is what happened to it ("paused", "queued again")."""
+    return f"job {job['id']} {past} ({job['state']})"
+
+
+def job_show(job: dict[str, Any]) -> str:
+    return "\n".join(f"{key:12} {value}" for key, value in job.items())
+
+
+def job_priority(job: dict[str, Any]) -> str:
+    return f"job {job['id']} priority {job['priority']}"
+
+
+def pause_all(r: dict[str, Any]) -> str:
+    return "all downloads paused"
+
+
+def resume_all(r: dict[str, Any]) -> str:
+    return "downloads resumed"
+
+
+# ---- limit, reload -----------------------------------------------------------------------------------------------
+
+
 def limit(r: dict[str, Any]) -> str:
     text = f"limit {fmt.rate(r['limit'])} ({r['source']})"
     if r.get("next_change"):
@@ -102,3 +198,117 @@ def limit(r: dict[str, Any]) -> str:
         mask = "".join(days[i] if i in window["days"] else "-" for i in range(7))
         text += f"\n  {mask} {window['from']}-{window['to']} {fmt.rate(window['limit'])}"
     return text
+
+
+def reload(r: dict[str, Any]) -> str:
+    return "reloaded" + (f": {', '.join(r['changes'])}" if r["changes"] else "")
+
+
+# ---- models, plan, approvals -------------------------------------------------------------------------------------
+
+
+def models(r: dict[str, Any], *, missing: bool, filtered: bool, colour: bool) -> str:
+    """``models.list`` as a table. ``missing``: only incomplete models were asked for (the default, so the footer
+    points at --all); ``filtered``: a --filter was given."""
+    if not r["models"]:
+        return "every model is complete" if missing and not filtered else "no matching models"
+    rows = []
+    for m in r["models"]:
+        state = fmt.colour("error", "red", colour) if m["error"] else f"{m['present']}/{m['total']}"
+        missing_bytes = fmt.bytes_(m["missing_bytes"]) if m["missing_bytes"] is not None else "?"
+        rows.append(
+            [
+                m["type"],
+                m["name"][:40],
+                m["family"],
+                state,
+                "-" if m["complete"] else missing_bytes,
+                m["tracked"] or "",
+                (m["error"] or "")[:70],
+            ]
+        )
+    text = fmt.table(["TYPE", "NAME", "FAMILY", "FILES", "MISSING", "TRACKED", "ERROR"], rows, right=(3, 4))
+    return text + f"\n{r['count']} model(s)" + ("; --all to list complete ones too" if missing else "")
+
+
+def models_show(r: dict[str, Any], model_type: str) -> str:
+    """``models.show``: a header for the model, then a table of its files. ``model_type`` is the name asked for
+    (the answer does not repeat it)."""
+    model = r["model"]
+    lines = [f"{model_type}: {model.get('name', '')} ({model.get('family', '')})"]
+    if model.get("error"):
+        lines.append(f"error: {model['error']}")
+    for warning in model.get("warnings") or []:
+        lines.append(f"warning: {warning}")
+    lines.append("defined in: " + ", ".join(model["definition_files"]))
+    rows = [
+        [
+            f["status"],
+            fmt.bytes_(f["size"]) if f.get("size") is not None else "?",
+            f["local"],
+            f.get("repo") or "",
+            f.get("role", ""),
+        ]
+        for f in r["files"]
+    ]
+    lines.append(fmt.table(["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"], rows, right=(1,)))
+    return "\n".join(lines)
+
+
+def plan(r: dict[str, Any]) -> str:
+    """One line: how many wanted files in each status and the bytes still missing (--json has every file)."""
+    counts: dict[str, int] = {}
+    for f in r["files"]:
+        counts[f["status"]] = counts.get(f["status"], 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    missing = r.get("missing_bytes")
+    return f"{len(r['files'])} files: {summary}; missing {fmt.bytes_(missing) if missing is not None else '?'}"
+
+
+def rescan(r: dict[str, Any]) -> str:
+    return f"rescanned: {r.get('queued', 0)} file(s) queued" + (
+        f", held for approval as batch {r['batch']}" if r.get("approval") else ""
+    )
+
+
+def approve(r: dict[str, Any]) -> str:
+    return f"approved {r['approved']} file(s), {fmt.bytes_(r['bytes'])}"
+
+
+def reject(r: dict[str, Any]) -> str:
+    return f"rejected {r['rejected']} file(s), {fmt.bytes_(r['bytes'])}"
+
+
+# ---- doctor, service ---------------------------------------------------------------------------------------------
+
+_LEVEL_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+
+
+def doctor(r: dict[str, Any], *, colour: bool) -> str:
+    """One line per check (its fix below it unless OK), then the totals."""
+    checks = r["checks"]
+    lines = []
+    for item in checks:
+        level = fmt.colour(f"{item['level']:<4}", _LEVEL_COLOURS[item["level"]], colour)
+        lines.append(f"{level} {item['check']:<12} {item['message']}")
+        if item["fix"] and item["level"] != "OK":
+            lines.append(f"     {'':<12} fix: {item['fix']}")
+    fails = sum(1 for c in checks if c["level"] == "FAIL")
+    warns = sum(1 for c in checks if c["level"] == "WARN")
+    lines.append(f"{fails} fail, {warns} warn, {len(checks) - fails - warns} ok")
+    return "\n".join(lines)
+
+
+def service_install(r: dict[str, Any], *, colour: bool) -> str:
+    """What was (or, with ``dry_run``, would be) written, with the changed lines, then the systemctl commands."""
+    dry_run = r["dry_run"]
+    verb = "would write" if dry_run else "wrote"
+    lines = []
+    for unit in r["files"]:
+        action = "unchanged" if unit["action"] == "unchanged" else f"{verb} ({unit['action']})"
+        lines.append(f"{action}: {unit['path']}")
+        lines += [f"    {line}" for line in unit["changed_lines"]]
+    lines += [fmt.colour(f"warning: {w}", "yellow", colour) for w in r["warnings"]]
+    lines.append("then run:" if not dry_run else "then you would run:")
+    lines += [f"  {command}" for command in r["commands"]]
+    return "\n".join(lines)
