@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wangpd.catalog import CatalogLoader, WanSettings, choose_variant, load_catalog, read_wan_settings
+from wangpd.catalog import CatalogLoader, choose_variant, load_catalog, read_wan_settings
+from wangpd.models import WanSettings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wan2gp-2026-02"
 CASES = Path(__file__).parent / "catalog_cases"

@@ -149,7 +149,8 @@ def test_invokeai_file_is_linked_not_downloaded(daemon_factory, fake_hub, wan2gp
 
 def test_whole_repo_folder_lands_complete_or_not_at_all(daemon_factory, fake_hub, wan2gp: Path, tmp_path: Path) -> None:
     """Wan2GP fetches some folders whole (snapshot_download) and takes any existing folder as complete."""
-    from wangpd.store import JobSpec, Store
+    from wangpd.models import JobSpec
+    from wangpd.store import Store
 
     repo = "m-a-p/xcodec_mini_infer"
     a = fake_hub.add_file(repo, "models/a.safetensors", size=5000, seed=7)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from wangpd import linker
-from wangpd.linker import OutsideRoots, TargetExists, link_into_place
+from wangpd.errors import OutsideRoots, TargetExists
+from wangpd.linker import link_into_place
 from wangpd.paths import is_own_temp
 
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from wangpd.catalog import WantedFile
 from wangpd.config import AutoQueueConfig
+from wangpd.models import WantedFile
 from wangpd.planner import ModelPlan, Plan, PlannedFile
 from wangpd.policy import (
     Approval,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wangpd.errors import BadState, InvalidParams, NotFound
-from wangpd.store import TRANSITIONS, FileMeta, JobSpec, JobState, Store, StoreError
+from wangpd.errors import BadState, InvalidParams, NotFound, StoreError
+from wangpd.models import TRANSITIONS, FileMeta, JobSpec, JobState
+from wangpd.store import Store
 
 S = JobState
 
@@ -160,7 +161,7 @@ def test_settings_and_tracked_models_survive_reopen(tmp_path: Path) -> None:
 
 
 def test_metadata_cache_respects_age(store: Store) -> None:
-    meta = FileMeta("Org/Repo", "main", "a.bin", 10, "ab" * 32, "etag", "c" * 40, time.time() - 100)
+    meta = FileMeta("Org/Repo", "main", "a.bin", 10, "ab" * 32, "etag", "c" * 40, fetched_at=time.time() - 100)
     store.put_meta(meta)
     assert store.get_meta("Org/Repo", "main", "a.bin", max_age=1000) == meta
     assert store.get_meta("Org/Repo", "main", "a.bin", max_age=10) is None

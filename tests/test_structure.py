@@ -19,10 +19,7 @@ try:  # the dispatch may move from control.py to rpc.py (review §5.2, move 7)
 except ImportError:  # pragma: no cover - after the move
     from wangpd.rpc import handler_for  # type: ignore[attr-defined,no-redef]
 
-try:  # JobState may move out of store.py (review §5.2, move 4)
-    from wangpd.models import JobState  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    from wangpd.store import JobState
+from wangpd.models import JobState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wangpd"
 TOP = "wangpd"

@@ -16,12 +16,11 @@ import aiohttp
 import pytest
 
 from wangpd.config import DownloadConfig, HubConfig
-from wangpd.errors import DiskFull, TransferError
+from wangpd.errors import ChecksumMismatch, DiskFull, TransferError
 from wangpd.hfcache import HFCache
 from wangpd.hub import Hub
 from wangpd.limiter import RateLimiter
 from wangpd.transfer import (
-    ChecksumMismatch,
     SpeedMeter,
     download,
     fetch_to_cache,

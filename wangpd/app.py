@@ -19,11 +19,12 @@ from wangpd.control import Control
 from wangpd.errors import AlreadyRunning, InvalidParams
 from wangpd.events import EventBus
 from wangpd.keeper import Keeper
+from wangpd.models import Job
 from wangpd.notify import Notifier
 from wangpd.paths import disk_free, is_own_temp, lock_exclusive
 from wangpd.rpc import AccessPolicy, RpcServer
 from wangpd.schedule import effective_limit
-from wangpd.store import Job, Store
+from wangpd.store import Store
 from wangpd.units import format_rate
 from wangpd.watcher import Watcher, WatchTargets
 from wangpd.workers import Engine

@@ -35,15 +35,12 @@ from wangpd.handlers import (
     handler_files_for,
     load_handler_table,
 )
+from wangpd.models import DEFAULT_SETTINGS, ModelDef, WanSettings, WantedFile
 from wangpd.paths import safe_relative
 
 __all__ = [
-    "DEFAULT_SETTINGS",
     "Catalog",
     "CatalogLoader",
-    "ModelDef",
-    "WanSettings",
-    "WantedFile",
     "choose_variant",
     "load_catalog",
     "read_wan_settings",
@@ -57,60 +54,6 @@ _OPTIONAL_URL_KEYS = ("ltx2_lora_distilled",)  # one URL fetched only when a fea
 
 # ---------------------------------------------------------------------------------------------------------------
 # Public data
-
-
-@dataclass(frozen=True)
-class WanSettings:
-    """The ``wgp_config.json`` settings that decide files; absent keys take Wan2GP's defaults."""
-
-    transformer_quantization: str = "int8"
-    transformer_dtype_policy: str = ""  # "" = auto = bf16 on any GPU wangpd plans for
-    text_encoder_quantization: str = "int8"
-    checkpoints_paths: tuple[str, ...] = ("ckpts", ".")
-    loras_root: str = "loras"
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
-
-
-DEFAULT_SETTINGS = WanSettings()
-
-
-@dataclass(frozen=True)
-class WantedFile:
-    """One file Wan2GP will look for.
-
-    ``local`` is a POSIX path relative to the Wan2GP folder (absolute only when ``wgp_config.json`` names an absolute
-    checkpoints root) where Wan2GP looks first and where wangpd places the file; ``lookup`` lists every path Wan2GP
-    accepts as present. ``whole_folder``: a repo folder Wan2GP fetches as a whole (``local`` is then a folder).
-    """
-
-    url: str
-    repo: str | None
-    revision: str
-    path_in_repo: str
-    local: str
-    lookup: tuple[str, ...]
-    role: str
-    optional: bool = False
-    variant_of: str | None = None
-    whole_folder: bool = False
-
-
-@dataclass(frozen=True)
-class ModelDef:
-    """One model type, resolved. ``files`` are needed to load it; ``error`` set means ``files`` is empty."""
-
-    model_type: str
-    name: str
-    architecture: str | None
-    family: str
-    definition_files: tuple[Path, ...]
-    files: tuple[WantedFile, ...] = ()
-    optional_files: tuple[WantedFile, ...] = ()
-    alternatives: tuple[WantedFile, ...] = ()
-    main_files: tuple[str, ...] = ()
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
-    lora_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from urllib.parse import unquote, urlsplit
 from wangpd import __version__, hfurl, protocol
 from wangpd.doctor import run_checks
 from wangpd.errors import BadState, ConfigError, InvalidParams
-from wangpd.store import ACTIVE, Job, JobSpec, JobState, Store
+from wangpd.models import STATE_GROUPS, Job, JobSpec, JobState
+from wangpd.store import Store
 from wangpd.units import format_rate, parse_rate
 from wangpd.view import DaemonView
 
@@ -262,12 +263,8 @@ def _states(state: str | list | None) -> list[JobState] | None:
     for name in names:
         if not isinstance(name, str):
             raise InvalidParams(f"state must be a string or list of strings, got {name!r}")
-        if name == "active":
-            result += sorted(ACTIVE)
-        elif name == "finished":
-            result += [JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED]
-        elif name == "pending":
-            result += [JobState.QUEUED, JobState.NEEDS_APPROVAL, JobState.PAUSED]
+        if name in STATE_GROUPS:
+            result += sorted(STATE_GROUPS[name])
         else:
             try:
                 result.append(JobState(name))

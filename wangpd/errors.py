@@ -68,3 +68,33 @@ class TransferError(WangpError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class ChecksumMismatch(TransferError):
+    """The finished file does not have the expected sha256; the part has been deleted."""
+
+    default_message = "checksum mismatch"
+
+
+class StoreError(WangpError):
+    """The queue database cannot be opened or written (locked, corrupt, its disk full)."""
+
+    default_message = "the queue database cannot be used"
+
+
+class SocketInUse(AlreadyRunning):
+    """Another daemon holds the control socket (or its lock)."""
+
+    default_message = "another wangpd holds the control socket"
+
+
+class TargetExists(WangpError):
+    """Something that is not our link is already at the target; it was left alone."""
+
+    default_message = "target exists, left alone"
+
+
+class OutsideRoots(WangpError):
+    """The target is not under any allowed Wan2GP folder."""
+
+    default_message = "target outside the Wan2GP folders"

@@ -18,18 +18,15 @@ import contextlib
 import errno
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from wangpd.hub import FileMeta
+from wangpd.models import COMMIT_RE, FileMeta
 from wangpd.paths import PART_SUFFIX, TEMP_SUFFIX, fsync_dir, safe_repo_path
 
 __all__ = ["CachePaths", "HFCache", "repo_folder_name"]
 
 log = logging.getLogger(__name__)
-
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
 def repo_folder_name(repo: str) -> str:
@@ -87,13 +84,13 @@ class HFCache:
 
     def commit_for(self, repo: str, revision: str) -> str | None:
         """The commit a revision points to in the cache (from ``refs/``), or None if unknown."""
-        if _COMMIT_RE.fullmatch(revision):
+        if COMMIT_RE.fullmatch(revision):
             return revision
         try:
             text = (self.repo_dir(repo) / "refs" / revision).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
             return None
-        return text if _COMMIT_RE.fullmatch(text) else None
+        return text if COMMIT_RE.fullmatch(text) else None
 
     def find_cached(self, repo: str, revision: str, path: str, meta: FileMeta | None = None) -> Path | None:
         """The snapshot file if this file is complete in the cache, else None. Never touches the network.

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,40 +24,11 @@ from huggingface_hub import errors as hf_errors
 from wangpd.config import HubConfig
 from wangpd.errors import TransferError
 from wangpd.hfurl import same_origin
+from wangpd.models import SHA256_RE, FileMeta
 
-__all__ = ["FileMeta", "Hub", "parse_retry_after"]
+__all__ = ["Hub", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
-
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class FileMeta:
-    """What the Hub says about one file of one revision.
-
-    ``etag`` names the blob in the HF cache: the sha256 for LFS files, the git blob id otherwise.
-    ``location`` is where the bytes are (the CDN URL after the Hub's redirect, or the resolve URL itself).
-    ``headers`` are the request headers the download needs (auth only when ``location`` is on the Hub).
-    For a plain (non-Hub) URL ``repo``/``revision``/``commit`` are empty and ``etag`` may be empty.
-    """
-
-    repo: str
-    revision: str
-    path: str
-    size: int | None
-    sha256: str | None
-    etag: str
-    commit: str | None
-    location: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def git_blob_id(self) -> str | None:
-        """The git blob sha1 for non-LFS files (verifiable with ``git hash-object``), else None."""
-        return self.etag if self.sha256 is None and _COMMIT_RE.fullmatch(self.etag or "") else None
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -138,7 +107,7 @@ class Hub:
             revision=revision,
             path=path,
             size=meta.size,
-            sha256=etag.lower() if _SHA256_RE.fullmatch(etag.lower()) else None,
+            sha256=etag.lower() if SHA256_RE.fullmatch(etag.lower()) else None,
             etag=etag,
             commit=meta.commit_hash,
             location=location,

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from wangpd import policy
-from wangpd.catalog import Catalog, CatalogLoader, WantedFile
+from wangpd.catalog import Catalog, CatalogLoader
 from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
+from wangpd.models import JobSpec, JobState, WantedFile
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
-from wangpd.store import JobSpec, JobState, Store
+from wangpd.store import Store
 from wangpd.units import format_bytes
 
 __all__ = ["Keeper"]

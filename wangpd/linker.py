@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from wangpd.errors import WangpError
+from wangpd.errors import OutsideRoots, TargetExists
 from wangpd.paths import temp_name
 
-__all__ = ["LINK_MODES", "OutsideRoots", "TargetExists", "link_into_place"]
+__all__ = ["LINK_MODES", "link_into_place"]
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +37,6 @@ LINK_MODES: tuple[LinkMode, ...] = ("symlink", "hardlink", "copy")
 # "This file system / this pair of paths cannot do that kind of link" (as opposed to a real failure).
 _CANNOT_LINK = {errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 _fallbacks_logged: set[tuple[str, str]] = set()
-
-
-class TargetExists(WangpError):
-    """Something that is not our link is already at the target; it was left alone."""
-
-    default_message = "target exists, left alone"
-
-
-class OutsideRoots(WangpError):
-    """The target is not under any allowed Wan2GP folder."""
-
-    default_message = "target outside the Wan2GP folders"
 
 
 def _inside(path: Path, roots: Sequence[Path]) -> bool:

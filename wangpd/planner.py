@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from wangpd.catalog import Catalog, WantedFile, load_catalog
+from wangpd.catalog import Catalog, load_catalog
 from wangpd.errors import NotFound
+from wangpd.models import WantedFile
 from wangpd.units import format_bytes
 
 __all__ = [

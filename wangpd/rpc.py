@@ -23,7 +23,7 @@ from aiohttp import web
 
 from wangpd import protocol
 from wangpd.control import Control, call, handler_for
-from wangpd.errors import AlreadyRunning, WangpError
+from wangpd.errors import SocketInUse, WangpError
 from wangpd.events import EventBus
 from wangpd.paths import lock_exclusive
 
@@ -165,10 +165,6 @@ def peer_of(request: web.Request) -> Peer | None:
     except OSError:
         return None
     return Peer(*struct.unpack("3i", raw))
-
-
-class SocketInUse(AlreadyRunning):
-    pass
 
 
 def _take_lock(directory: Path) -> int:

@@ -7,48 +7,23 @@ table; when nothing matched it raises instead of silently doing nothing.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from wangpd.errors import BadState, InvalidParams, NotFound, WangpError
+from wangpd.errors import BadState, InvalidParams, NotFound, StoreError
+from wangpd.models import CLEAR_GROUPS, FINISHED, TRANSITIONS, FileMeta, Job, JobSpec, JobState
 
-__all__ = ["TRANSITIONS", "FileMeta", "Job", "JobSpec", "JobState", "Store"]
+__all__ = ["Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
-
-class JobState(enum.StrEnum):
-    NEEDS_APPROVAL = "needs_approval"
-    QUEUED = "queued"
-    DOWNLOADING = "downloading"
-    PAUSED = "paused"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-S = JobState
-# to-state -> the states a job may come from. The one place that says what may happen to a job.
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.QUEUED: frozenset({S.NEEDS_APPROVAL, S.DOWNLOADING, S.PAUSED, S.FAILED, S.CANCELLED, S.COMPLETE}),
-    S.DOWNLOADING: frozenset({S.QUEUED}),
-    S.PAUSED: frozenset({S.QUEUED, S.DOWNLOADING, S.NEEDS_APPROVAL}),
-    S.COMPLETE: frozenset({S.QUEUED, S.DOWNLOADING}),
-    S.FAILED: frozenset({S.QUEUED, S.DOWNLOADING}),
-    S.CANCELLED: frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED, S.FAILED}),
-    S.NEEDS_APPROVAL: frozenset({S.CANCELLED, S.FAILED, S.COMPLETE}),
-}
-FINISHED = frozenset({S.COMPLETE, S.FAILED, S.CANCELLED})
-ACTIVE = frozenset({S.NEEDS_APPROVAL, S.QUEUED, S.DOWNLOADING, S.PAUSED})
 
 _MIGRATIONS: list[str] = [
     # version 1
@@ -121,101 +96,6 @@ def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     return ", ".join(f"{key}=?" for key in fields), list(fields.values())
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """What to download and where to put it (the input of :meth:`Store.add_job`)."""
-
-    url: str
-    target: str
-    repo: str = ""
-    revision: str = "main"
-    path: str = ""
-    size: int | None = None
-    sha256: str | None = None
-    wanted_by: tuple[str, ...] = ()
-    priority: int = 0
-    origin: str = "manual"
-    batch: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    repo: str
-    revision: str
-    path: str
-    url: str
-    target: str
-    size: int | None
-    sha256: str | None
-    state: JobState
-    bytes_done: int
-    speed: float
-    attempts: int
-    last_error: str | None
-    priority: int
-    origin: str
-    batch: str | None
-    source: str | None
-    wanted_by: tuple[str, ...]
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    finished_at: float | None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Job:
-        values = list(row)
-        values[8] = JobState(values[8])
-        values[17] = tuple(json.loads(values[17] or "[]"))
-        return cls(*values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape clients see (documented in docs/json-schema.md)."""
-        return {
-            "id": self.id,
-            "repo": self.repo,
-            "revision": self.revision,
-            "path": self.path,
-            "url": self.url,
-            "target": self.target,
-            "size": self.size,
-            "sha256": self.sha256,
-            "state": self.state.value,
-            "bytes_done": self.bytes_done,
-            "speed": round(self.speed, 1),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "priority": self.priority,
-            "origin": self.origin,
-            "batch": self.batch,
-            "source": self.source,
-            "wanted_by": list(self.wanted_by),
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
-
-
-@dataclass(frozen=True)
-class FileMeta:
-    """Hub metadata remembered in ``hf_file_cache``."""
-
-    repo: str
-    revision: str
-    path: str
-    size: int | None
-    sha256: str | None
-    etag: str | None
-    commit: str | None
-    fetched_at: float
-
-
-class StoreError(WangpError):
-    default_message = "the queue database cannot be used"
-
-
 class Store:
     """All SQL. One connection, used from the event loop thread only (statements are short)."""
 
@@ -272,14 +152,14 @@ class Store:
         """Jobs left ``downloading`` by a crash or kill go back to ``queued``; their partial file stays for resume."""
         rows = self._db.execute(
             f"UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE state=? RETURNING {_JOB_COLUMNS}",
-            (S.QUEUED, time.time(), S.DOWNLOADING),
+            (JobState.QUEUED, time.time(), JobState.DOWNLOADING),
         ).fetchall()
         return [Job.from_row(row) for row in rows]
 
-    def add_job(self, spec: JobSpec, state: JobState = S.QUEUED) -> tuple[Job, bool]:
+    def add_job(self, spec: JobSpec, state: JobState = JobState.QUEUED) -> tuple[Job, bool]:
         """Queue ``spec``; returns (job, created). An existing row for the same target is returned, and revived
         to ``state`` when it had been cancelled or failed, with new wanted-by model types merged in."""
-        if state not in (S.QUEUED, S.NEEDS_APPROVAL, S.PAUSED):
+        if state not in (JobState.QUEUED, JobState.NEEDS_APPROVAL, JobState.PAUSED):
             raise InvalidParams(f"a new job cannot start as {state}")
         if not spec.url or not spec.target:
             raise InvalidParams("a job needs a url and a target path")
@@ -291,11 +171,11 @@ class Store:
                 "UPDATE download_queue SET wanted_by=?, updated_at=? WHERE id=?",
                 (json.dumps(merged), now, existing.id),
             )
-            if existing.state in (S.CANCELLED, S.FAILED):
+            if existing.state in (JobState.CANCELLED, JobState.FAILED):
                 return self.transition(existing.id, state, last_error=None, attempts=0), False
-            if existing.state is S.NEEDS_APPROVAL and state is S.QUEUED:
+            if existing.state is JobState.NEEDS_APPROVAL and state is JobState.QUEUED:
                 # Asked for by hand: that is the approval.
-                return self.transition(existing.id, S.QUEUED, batch=None), False
+                return self.transition(existing.id, JobState.QUEUED, batch=None), False
             return self.get_job(existing.id), False
         row = self._db.execute(
             f"""INSERT INTO download_queue (repo, revision, path, url, target, size, sha256, state, priority,
@@ -405,7 +285,7 @@ class Store:
         row = self._db.execute(
             "SELECT COALESCE(SUM(MAX(COALESCE(size,0) - bytes_done, 0)),0), COALESCE(SUM(speed),0) "
             "FROM download_queue WHERE state IN (?,?)",
-            (S.QUEUED, S.DOWNLOADING),
+            (JobState.QUEUED, JobState.DOWNLOADING),
         ).fetchone()
         return {"remaining_bytes": int(row[0]), "speed": int(row[1])}
 
@@ -415,12 +295,12 @@ class Store:
         allowed = TRANSITIONS[to_state]
         now = time.time()
         assignments = {"state": to_state.value, "updated_at": now, **fields}
-        if to_state is S.DOWNLOADING:
+        if to_state is JobState.DOWNLOADING:
             assignments.setdefault("started_at", now)
         if to_state in FINISHED:
             assignments.setdefault("finished_at", now)
             assignments.setdefault("speed", 0)
-        if to_state in (S.QUEUED, S.PAUSED, S.NEEDS_APPROVAL):
+        if to_state in (JobState.QUEUED, JobState.PAUSED, JobState.NEEDS_APPROVAL):
             assignments.setdefault("speed", 0)
             assignments.setdefault("finished_at", None)
         sets, values = _assignments(assignments)
@@ -439,7 +319,7 @@ class Store:
         return (
             self._db.execute(
                 "UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE id=? AND state=?",
-                (S.QUEUED, time.time(), job_id, S.DOWNLOADING),
+                (JobState.QUEUED, time.time(), job_id, JobState.DOWNLOADING),
             ).rowcount
             > 0
         )
@@ -455,7 +335,7 @@ class Store:
                             ORDER BY priority DESC, id LIMIT 1)
                   AND state=?
                 RETURNING {_JOB_COLUMNS}""",
-            [S.DOWNLOADING, now, now, S.QUEUED, *excluded, S.QUEUED],
+            [JobState.DOWNLOADING, now, now, JobState.QUEUED, *excluded, JobState.QUEUED],
         ).fetchone()
         return Job.from_row(row) if row else None
 
@@ -464,7 +344,7 @@ class Store:
         self._db.execute(
             "UPDATE download_queue SET bytes_done=?, speed=?, size=COALESCE(?, size), updated_at=? "
             "WHERE id=? AND state=?",
-            (bytes_done, speed, size, time.time(), job_id, S.DOWNLOADING),
+            (bytes_done, speed, size, time.time(), job_id, JobState.DOWNLOADING),
         )
 
     def set_job_fields(self, job_id: int, **fields: Any) -> Job:
@@ -494,14 +374,9 @@ class Store:
 
     def clear(self, which: str) -> int:
         """Delete finished rows: ``complete``, ``failed`` (failed and cancelled) or ``all`` finished ones."""
-        groups = {
-            "complete": (S.COMPLETE,),
-            "failed": (S.FAILED, S.CANCELLED),
-            "all": (S.COMPLETE, S.FAILED, S.CANCELLED),
-        }
-        if which not in groups:
+        if which not in CLEAR_GROUPS:
             raise InvalidParams(f"clear takes complete, failed or all, got {which!r}")
-        states = groups[which]
+        states = sorted(CLEAR_GROUPS[which])
         cursor = self._db.execute(
             f"DELETE FROM download_queue WHERE state IN ({','.join('?' * len(states))})", [s.value for s in states]
         )
@@ -512,7 +387,7 @@ class Store:
         result: dict[str, dict[str, int]] = {}
         for batch, jobs, size in self._db.execute(
             "SELECT batch, COUNT(*), COALESCE(SUM(size),0) FROM download_queue WHERE state=? GROUP BY batch",
-            (S.NEEDS_APPROVAL,),
+            (JobState.NEEDS_APPROVAL,),
         ):
             result[batch or ""] = {"jobs": jobs, "bytes": size}
         return result
@@ -528,7 +403,8 @@ class Store:
         ).fetchone()
         if row is None or time.time() - row[7] > max_age:
             return None
-        return FileMeta(*row)
+        repo, revision, path, size, sha256, etag, commit, fetched_at = row
+        return FileMeta(repo, revision, path, size, sha256, etag or "", commit, fetched_at=fetched_at)
 
     def put_meta(self, meta: FileMeta) -> None:
         self._db.execute(

@@ -32,16 +32,16 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from wangpd.config import DownloadConfig
-from wangpd.errors import DiskFull, TransferError
+from wangpd.errors import ChecksumMismatch, DiskFull, TransferError
 from wangpd.hfcache import HFCache
 from wangpd.hfurl import plain_url_refusal, same_origin
-from wangpd.hub import FileMeta, Hub, parse_retry_after
+from wangpd.hub import Hub, parse_retry_after
 from wangpd.limiter import RateLimiter
+from wangpd.models import SHA256_RE, FileMeta
 from wangpd.paths import PART_SUFFIX, fsync_dir
 from wangpd.units import format_bytes
 
 __all__ = [
-    "ChecksumMismatch",
     "Downloaded",
     "FetchResult",
     "SpeedMeter",
@@ -60,12 +60,6 @@ _REHASH_BLOCK = 8 * 1024 * 1024
 _MIN_PIECE = 16 * 1024
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
-class ChecksumMismatch(TransferError):
-    """The finished file does not have the expected sha256; the part has been deleted."""
-
-    default_message = "checksum mismatch"
 
 
 @dataclass(frozen=True)
@@ -606,7 +600,7 @@ def _cached_meta(repo: str, revision: str, path: str, snapshot: Path) -> FileMet
         revision=revision,
         path=path,
         size=blob.stat().st_size,
-        sha256=blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else None,
+        sha256=blob.name if SHA256_RE.fullmatch(blob.name) else None,
         etag=blob.name,
         commit=_commit_of(snapshot, path),
         location="",

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from wangpd.config import Config
     from wangpd.events import EventBus
     from wangpd.keeper import Keeper
-    from wangpd.store import Job, Store
+    from wangpd.models import Job
+    from wangpd.store import Store
     from wangpd.watcher import Watcher, WatchTargets
     from wangpd.workers import Engine
 

@@ -14,22 +14,22 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from wangpd import transfer
-from wangpd.catalog import WantedFile
 from wangpd.config import Config
 from wangpd.errors import BadState, DiskFull, TransferError, WangpError
 from wangpd.events import EventBus
 from wangpd.hfcache import HFCache
-from wangpd.hub import FileMeta, Hub
+from wangpd.hub import Hub
 from wangpd.invokeai import InvokeAIIndex
 from wangpd.limiter import RateLimiter
 from wangpd.linker import link_into_place
+from wangpd.models import FileMeta, Job, JobState, WantedFile
 from wangpd.paths import temp_name
-from wangpd.store import FileMeta as StoredMeta
-from wangpd.store import Job, JobState, Store
+from wangpd.store import Store
 
 __all__ = ["Engine"]
 
@@ -321,11 +321,7 @@ class Engine:
 
     def _remember(self, meta: FileMeta) -> None:
         if meta.repo:
-            self.store.put_meta(
-                StoredMeta(
-                    meta.repo, meta.revision, meta.path, meta.size, meta.sha256, meta.etag, meta.commit, time.time()
-                )
-            )
+            self.store.put_meta(replace(meta, fetched_at=time.time()))
 
     def _progress(self, job: Job) -> transfer.Progress:
         meter = transfer.SpeedMeter()
