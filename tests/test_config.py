@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, get_type_hints
 
 import pytest
 
-from wangpd.config import load_config
+from wangpd.config import _CONVERTERS, Config, load_config
 from wangpd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Config field -> its section dataclass, read from Config itself so that a new section is covered too.
+SECTIONS: dict[str, Any] = {
+    name: kind for name, kind in get_type_hints(Config).items() if dataclasses.is_dataclass(kind)
+}
+# Fields the seed's config.yaml set at the top level, where they still live.
+SEED_KEYS = {
+    ("wan2gp", "directory"): "wan2gp_directory",
+    ("invokeai", "db"): "invokeai_db",
+    ("invokeai", "models_dir"): "invokeai_models_dir",
+}
 
 
 @pytest.fixture
@@ -95,6 +108,38 @@ def test_schedule_parses(base: Path) -> None:
     assert windows[0].days == (0, 1, 2, 3, 4) and windows[0].limit == 10_000_000
     assert windows[0].start_minute == 480 and windows[0].end_minute == 1140
     assert windows[1].days == (5, 6) and windows[1].start_minute == 1320 and windows[1].end_minute == 360
+
+
+def test_a_file_with_no_settings_gives_the_dataclass_defaults(base: Path) -> None:
+    # wan2gp_directory is required, so the file has that one key and nothing else.
+    config = load_config(write(base, "wan2gp_directory: wan2gp\n"), environ={"HOME": "/h"})
+    # The one field with a dataclass default that the loader takes from the environment instead.
+    from_environment = {("hub", "cache_dir"): Path("/h/.cache/huggingface/hub")}
+    for name, kind in SECTIONS.items():
+        for item in dataclasses.fields(kind):
+            if item.default is not dataclasses.MISSING:
+                default = item.default
+            elif item.default_factory is not dataclasses.MISSING:
+                default = item.default_factory()
+            else:
+                continue  # no default: required, or computed from the environment (tested above)
+            expected = from_environment.get((name, item.name), default)
+            assert getattr(getattr(config, name), item.name) == expected, f"{name}.{item.name}"
+
+
+def test_every_field_of_every_section_is_reachable_from_yaml(base: Path) -> None:
+    assert set(SECTIONS) == set(_CONVERTERS)
+    for name, kind in SECTIONS.items():
+        # A field without a converter could never be set from the file.
+        assert set(_CONVERTERS[name]) == {item.name for item in dataclasses.fields(kind)}, name
+        for item in dataclasses.fields(kind):
+            # A mapping is a wrong value for every setting: the error must name the key, not call it unknown.
+            key = SEED_KEYS.get((name, item.name), f"{name}.{item.name}")
+            setting = f"{key}: {{not: valid}}\n" if "." not in key else f"{name}:\n  {item.name}: {{not: valid}}\n"
+            text = setting if key == "wan2gp_directory" else "wan2gp_directory: wan2gp\n" + setting
+            with pytest.raises(ConfigError) as caught:
+                load_config(write(base, text), environ={"HOME": "/h"})
+            assert f": {key}: " in str(caught.value) and "unknown key" not in str(caught.value), str(caught.value)
 
 
 # (config text, substrings the one-line message must contain). {wan} = a valid wan2gp_directory line.

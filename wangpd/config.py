@@ -57,6 +57,11 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return _parse_yaml(text, path)
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """For load_yaml and load_config: errors name the file and, when known, the line."""
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -162,15 +167,17 @@ class Config:
 # ---------------------------------------------------------------------------------------------------------------
 # Loading
 
+Converter = Callable[[Any], Any]
+
 
 class _Reader:
     """Walks the YAML mapping; every error carries file, dotted key and line."""
 
     def __init__(self, path: Path, data: dict[str, Any], lines: dict[str, int]) -> None:
         self.path = path
+        self.base = path.parent.resolve()
         self.data = data
         self.lines = lines
-        self.used: set[str] = set()
 
     def where(self, key: str) -> str:
         line = self.lines.get(key)
@@ -180,7 +187,6 @@ class _Reader:
         return ConfigError(f"{self.where(key)}: {problem}")
 
     def raw(self, key: str) -> Any:
-        self.used.add(key)
         node: Any = self.data
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -188,14 +194,23 @@ class _Reader:
             node = node[part]
         return node
 
-    def get(self, key: str, convert: Callable[[Any], Any], default: Any) -> Any:
+    def get(self, key: str, convert: Converter, default: Any) -> Any:
         value = self.raw(key)
         if value is None:
             return default
         try:
-            return convert(value)
+            converted = convert(value)
         except (ValueError, TypeError) as exc:
             raise self.fail(key, str(exc)) from None
+        return self._under_base(converted)
+
+    def _under_base(self, value: Any) -> Any:
+        """A relative path in the file is relative to the file's folder, not to where the daemon was started."""
+        if isinstance(value, Path):
+            return value if value.is_absolute() else self.base / value
+        if isinstance(value, tuple) and all(isinstance(item, Path) for item in value):
+            return tuple(self._under_base(item) for item in value)
+        return value
 
     def section(self, name: str) -> None:
         value = self.raw(name)
@@ -247,6 +262,34 @@ def _str_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("expected a list of strings")
     return tuple(value)
+
+
+def _path(value: Any) -> Path:
+    """``~`` and ``$VARS`` expanded; :meth:`_Reader.get` makes a relative path relative to the config file."""
+    text = _str(value)
+    if not text.strip():
+        raise ValueError("empty path")
+    return Path(os.path.expanduser(os.path.expandvars(text)))
+
+
+def _optional_path(value: Any) -> Path | None:
+    # The seed's config.yaml wrote an empty string for "no InvokeAI".
+    return None if value == "" else _path(value)
+
+
+def _path_list(value: Any) -> tuple[Path, ...]:
+    return tuple(_path(item) for item in _str_list(value))
+
+
+def _group(value: Any) -> str | None:
+    name = _str(value)
+    if not name:
+        return None
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        raise ValueError(f"no such group {name!r}") from None
+    return name
 
 
 def _positive_duration(value: Any) -> float:
@@ -323,30 +366,182 @@ def _schedule(value: Any) -> tuple[ScheduleWindow, ...]:
     return tuple(windows)
 
 
+# Config field -> {field of its section dataclass: converter}. Every field is listed and no default is: a key the
+# file leaves out is not passed on, so the dataclass default applies. Fields are read in this order, and the first
+# bad one is the one reported.
+_CONVERTERS: dict[str, dict[str, Converter]] = {
+    "wan2gp": {"directory": _path, "handler_files": _path_list, "variants": _choice(VARIANT_POLICIES)},
+    "invokeai": {"db": _optional_path, "models_dir": _optional_path},
+    "daemon": {
+        "state_dir": _path,
+        "socket_group": _group,
+        "db_path": _path,
+        "socket": _path,
+        "read_only_others": _bool,
+        "log_level": _choice(LOG_LEVELS),
+        "status_interval": _positive_duration,
+        "shutdown_timeout": _positive_duration,
+    },
+    "hub": {
+        "endpoint": _endpoint,
+        "cache_dir": _path,
+        "token_file": _path,
+        "metadata_max_age": parse_duration,
+        "allowed_hosts": _str_list,
+        "request_timeout": _positive_duration,
+        "survey_sizes": _bool,
+    },
+    "download": {
+        "bandwidth": parse_rate,
+        "concurrency": _int(1, 32),
+        "link_mode": _choice(LINK_MODES),
+        "free_space_reserve": parse_size,
+        "max_attempts": _int(1, 100),
+        "backoff_max": _positive_duration,
+        "stall_timeout": _positive_duration,
+        "chunk_size": parse_size,
+        "schedule": _schedule,
+    },
+    "watch": {
+        "enabled": _bool,
+        "force_polling": _bool,
+        "poll_interval": _positive_duration,
+        "debounce": parse_duration,
+        "reconcile_interval": _positive_duration,
+    },
+    "auto_queue": {
+        "track": _choice(TRACK_POLICIES),
+        "include": _str_list,
+        "exclude": _str_list,
+        "new_models": _choice(NEW_MODEL_POLICIES),
+        "max_auto_bytes": parse_size,
+        "require_approval": _bool,
+    },
+}
+
+# The seed's flat config.yaml set these at the top level, and they are still read from there (only there).
+# Its fourth top-level key, bandwidth_limit_kb (download.bandwidth in kB/s), is read by _download_config.
+_SEED_KEYS = {
+    "wan2gp.directory": "wan2gp_directory",
+    "invokeai.db": "invokeai_db",
+    "invokeai.models_dir": "invokeai_models_dir",
+}
+
+
+def _yaml_key(section: str, name: str) -> str:
+    return _SEED_KEYS.get(f"{section}.{name}", f"{section}.{name}")
+
+
 def _known_keys() -> dict[str, set[str] | None]:
-    """Allowed keys: top-level scalars map to None, sections to their field names."""
-    sections: dict[str, set[str] | None] = {
-        "wan2gp_directory": None,
-        "bandwidth_limit_kb": None,
-        "invokeai_db": None,
-        "invokeai_models_dir": None,
-    }
-    sections["wan2gp"] = {"variants", "handler_files"}
-    sections["daemon"] = {
-        "state_dir",
-        "db_path",
-        "socket",
-        "socket_group",
-        "read_only_others",
-        "log_level",
-        "status_interval",
-        "shutdown_timeout",
-    }
-    sections["hub"] = {f.name for f in dataclasses.fields(HubConfig)}
-    sections["download"] = {f.name for f in dataclasses.fields(DownloadConfig)}
-    sections["watch"] = {f.name for f in dataclasses.fields(WatchConfig)}
-    sections["auto_queue"] = {f.name for f in dataclasses.fields(AutoQueueConfig)}
-    return sections
+    """Allowed keys: top-level scalars map to None, sections to their keys."""
+    known: dict[str, set[str] | None] = dict.fromkeys([*_SEED_KEYS.values(), "bandwidth_limit_kb"])
+    for section, converters in _CONVERTERS.items():
+        keys = {name for name in converters if f"{section}.{name}" not in _SEED_KEYS}
+        if keys:  # not invokeai: all its settings are top-level seed keys
+            known[section] = keys
+    return known
+
+
+_ABSENT: Any = object()
+
+
+def _read_section(reader: _Reader, section: str, **defaults: Any) -> dict[str, Any]:
+    """The fields of ``section`` the file sets, converted.
+
+    A field the file leaves out takes its value from ``defaults`` (for defaults that depend on the environment)
+    or is left out, so that the dataclass default applies.
+    """
+    values: dict[str, Any] = {}
+    for name, convert in _CONVERTERS[section].items():
+        value = reader.get(_yaml_key(section, name), convert, defaults.get(name, _ABSENT))
+        if value is not _ABSENT:
+            values[name] = value
+    return values
+
+
+def _check_keys(reader: _Reader) -> None:
+    known = _known_keys()
+    for key, value in reader.data.items():
+        if not isinstance(key, str) or key not in known:
+            raise reader.fail(str(key), f"unknown key (known: {', '.join(sorted(known))})")
+        allowed = known[key]
+        if allowed is not None:
+            reader.section(key)
+            for sub in value or {}:
+                if sub not in allowed:
+                    raise reader.fail(f"{key}.{sub}", f"unknown key (known in {key}: {', '.join(sorted(allowed))})")
+
+
+def _wan2gp_config(reader: _Reader) -> Wan2GPConfig:
+    # Nothing else matters without it, so it is reported before any other mistake in the file.
+    if reader.raw("wan2gp_directory") is None:
+        raise reader.fail("wan2gp_directory", "required: the folder that holds Wan2GP's wgp.py and defaults/")
+    values = _read_section(reader, "wan2gp")
+    if not values["directory"].is_dir():
+        raise reader.fail("wan2gp_directory", f"folder {values['directory']} does not exist")
+    for index, handler_path in enumerate(values.get("handler_files", ())):
+        if not handler_path.is_file():
+            raise reader.fail("wan2gp.handler_files", f"entry {index}: file {handler_path} does not exist")
+    return Wan2GPConfig(**values)
+
+
+def _invokeai_config(reader: _Reader) -> InvokeAIConfig:
+    # A missing database is a warning at run time, not a config error (InvokeAI may be installed later).
+    invokeai = InvokeAIConfig(**_read_section(reader, "invokeai"))
+    if invokeai.db is not None and invokeai.models_dir is None:
+        # InvokeAI keeps invokeai.db in <root>/databases/ and models in <root>/models/.
+        invokeai = dataclasses.replace(invokeai, models_dir=invokeai.db.parent.parent / "models")
+    return invokeai
+
+
+def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = environ.get(var)
+    return Path(value) if value else Path(environ.get("HOME", str(Path.home()))) / fallback
+
+
+def _daemon_config(reader: _Reader, env: Mapping[str, str]) -> DaemonConfig:
+    # systemd's StateDirectory= may list several colon-separated folders; the first is ours.
+    state_dir = (
+        Path(env["STATE_DIRECTORY"].split(":")[0])
+        if env.get("STATE_DIRECTORY")
+        else _xdg(env, "XDG_STATE_HOME", ".local/state") / "wangpd"
+    )
+    values = _read_section(reader, "daemon", state_dir=state_dir, socket=protocol.default_socket_path(env))
+    values.setdefault("db_path", values["state_dir"] / "hfcache.db")
+    return DaemonConfig(**values)
+
+
+def _hub_config(reader: _Reader, env: Mapping[str, str]) -> HubConfig:
+    # huggingface_hub's own variables, so that the daemon and the user's hf tools share one cache and endpoint.
+    if env.get("HF_HUB_CACHE"):
+        cache_dir = Path(env["HF_HUB_CACHE"])
+    elif env.get("HF_HOME"):
+        cache_dir = Path(env["HF_HOME"]) / "hub"
+    elif env.get("CACHE_DIRECTORY"):
+        cache_dir = Path(env["CACHE_DIRECTORY"].split(":")[0]) / "huggingface" / "hub"
+    else:
+        cache_dir = _xdg(env, "XDG_CACHE_HOME", ".cache") / "huggingface" / "hub"
+    defaults: dict[str, Any] = {"cache_dir": cache_dir}
+    if env.get("HF_ENDPOINT"):
+        defaults["endpoint"] = _endpoint(env["HF_ENDPOINT"])
+    hub = HubConfig(**_read_section(reader, "hub", **defaults))
+    if hub.token_file is not None and not hub.token_file.is_file():
+        raise reader.fail("hub.token_file", f"file {hub.token_file} does not exist")
+    return hub
+
+
+def _download_config(reader: _Reader) -> DownloadConfig:
+    # The seed's bandwidth_limit_kb is download.bandwidth in kB/s; it fills in the field, it does not override it.
+    seed_kb = reader.get("bandwidth_limit_kb", _int(0, 10**9), None)
+    values = _read_section(reader, "download")
+    if seed_kb and values.get("bandwidth"):
+        raise reader.fail("bandwidth_limit_kb", "set either bandwidth_limit_kb or download.bandwidth, not both")
+    if seed_kb is not None:
+        values.setdefault("bandwidth", seed_kb * 1000)
+    download = DownloadConfig(**values)
+    if not 4096 <= download.chunk_size <= 64 * 1024 * 1024:
+        raise reader.fail("download.chunk_size", "must be between 4KiB and 64MiB")
+    return download
 
 
 def _line_map(text: str) -> dict[str, int]:
@@ -369,11 +564,6 @@ def _line_map(text: str) -> dict[str, int]:
     return lines
 
 
-def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
-    value = environ.get(var)
-    return Path(value) if value else Path(environ.get("HOME", str(Path.home()))) / fallback
-
-
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and check ``path``. Raises ConfigError with one line naming file, key and line."""
     path = Path(path)
@@ -386,154 +576,21 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config is not UTF-8 text") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    data = _parse_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {_kind(data)}")
     reader = _Reader(path, data, _line_map(text))
-    base = path.parent.resolve()
-
-    known = _known_keys()
-    for key, value in data.items():
-        if not isinstance(key, str) or key not in known:
-            raise reader.fail(str(key), f"unknown key (known: {', '.join(sorted(known))})")
-        allowed = known[key]
-        if allowed is not None:
-            reader.section(key)
-            for sub in value or {}:
-                if sub not in allowed:
-                    raise reader.fail(f"{key}.{sub}", f"unknown key (known in {key}: {', '.join(sorted(allowed))})")
-
-    def a_path(value: Any) -> Path:
-        text_value = _str(value)
-        if not text_value.strip():
-            raise ValueError("empty path")
-        candidate = Path(os.path.expanduser(os.path.expandvars(text_value)))
-        return candidate if candidate.is_absolute() else base / candidate
-
-    # Wan2GP ------------------------------------------------------------------------------------------------------
-    wan2gp_dir = reader.get("wan2gp_directory", a_path, None)
-    if wan2gp_dir is None:
-        raise reader.fail("wan2gp_directory", "required: the folder that holds Wan2GP's wgp.py and defaults/")
-    if not wan2gp_dir.is_dir():
-        raise reader.fail("wan2gp_directory", f"folder {wan2gp_dir} does not exist")
-    handler_files = reader.get("wan2gp.handler_files", lambda v: tuple(a_path(p) for p in _str_list(v)), ())
-    for index, handler_path in enumerate(handler_files):
-        if not handler_path.is_file():
-            raise reader.fail("wan2gp.handler_files", f"entry {index}: file {handler_path} does not exist")
-    wan2gp = Wan2GPConfig(
-        directory=wan2gp_dir,
-        variants=reader.get("wan2gp.variants", _choice(VARIANT_POLICIES), "wan2gp"),
-        handler_files=handler_files,
-    )
-
-    # InvokeAI: a missing database is a warning at run time, not a config error (InvokeAI may be installed later).
-    invokeai = InvokeAIConfig(
-        db=reader.get("invokeai_db", a_path, None) if reader.raw("invokeai_db") not in ("", None) else None,
-        models_dir=reader.get("invokeai_models_dir", a_path, None)
-        if reader.raw("invokeai_models_dir") not in ("", None)
-        else None,
-    )
-    if invokeai.db is not None and invokeai.models_dir is None:
-        # InvokeAI keeps invokeai.db in <root>/databases/ and models in <root>/models/.
-        invokeai = dataclasses.replace(invokeai, models_dir=invokeai.db.parent.parent / "models")
-
-    # Daemon -----------------------------------------------------------------------------------------------------
-    state_default = (
-        Path(env["STATE_DIRECTORY"].split(":")[0])
-        if env.get("STATE_DIRECTORY")
-        else _xdg(env, "XDG_STATE_HOME", ".local/state") / "wangpd"
-    )
-    state_dir = reader.get("daemon.state_dir", a_path, state_default)
-    socket_group = reader.get("daemon.socket_group", _str, None) or None
-    if socket_group is not None:
-        try:
-            grp.getgrnam(socket_group)
-        except KeyError:
-            raise reader.fail("daemon.socket_group", f"no such group {socket_group!r}") from None
-    daemon = DaemonConfig(
-        state_dir=state_dir,
-        db_path=reader.get("daemon.db_path", a_path, state_dir / "hfcache.db"),
-        socket=reader.get("daemon.socket", a_path, protocol.default_socket_path(env)),
-        socket_group=socket_group,
-        read_only_others=reader.get("daemon.read_only_others", _bool, True),
-        log_level=reader.get("daemon.log_level", _choice(LOG_LEVELS), "info"),
-        status_interval=reader.get("daemon.status_interval", _positive_duration, 5.0),
-        shutdown_timeout=reader.get("daemon.shutdown_timeout", _positive_duration, 8.0),
-    )
-
-    # Hub ----------------------------------------------------------------------------------------------------------
-    if env.get("HF_HUB_CACHE"):
-        cache_default = Path(env["HF_HUB_CACHE"])
-    elif env.get("HF_HOME"):
-        cache_default = Path(env["HF_HOME"]) / "hub"
-    elif env.get("CACHE_DIRECTORY"):
-        cache_default = Path(env["CACHE_DIRECTORY"].split(":")[0]) / "huggingface" / "hub"
-    else:
-        cache_default = _xdg(env, "XDG_CACHE_HOME", ".cache") / "huggingface" / "hub"
-    hub = HubConfig(
-        endpoint=reader.get("hub.endpoint", _endpoint, _endpoint(env.get("HF_ENDPOINT") or "https://huggingface.co")),
-        cache_dir=reader.get("hub.cache_dir", a_path, cache_default),
-        token_file=reader.get("hub.token_file", a_path, None),
-        metadata_max_age=reader.get("hub.metadata_max_age", parse_duration, 86400.0),
-        allowed_hosts=reader.get("hub.allowed_hosts", _str_list, ()),
-        request_timeout=reader.get("hub.request_timeout", _positive_duration, 30.0),
-        survey_sizes=reader.get("hub.survey_sizes", _bool, True),
-    )
-    if hub.token_file is not None and not hub.token_file.is_file():
-        raise reader.fail("hub.token_file", f"file {hub.token_file} does not exist")
-
-    # Download -----------------------------------------------------------------------------------------------------
-    seed_kb = reader.get("bandwidth_limit_kb", _int(0, 10**9), 0)
-    bandwidth = reader.get("download.bandwidth", parse_rate, None)
-    if seed_kb and bandwidth:
-        raise reader.fail("bandwidth_limit_kb", "set either bandwidth_limit_kb or download.bandwidth, not both")
-    download = DownloadConfig(
-        concurrency=reader.get("download.concurrency", _int(1, 32), 2),
-        bandwidth=bandwidth if bandwidth is not None else seed_kb * 1000,
-        link_mode=reader.get("download.link_mode", _choice(LINK_MODES), "symlink"),
-        free_space_reserve=reader.get("download.free_space_reserve", parse_size, 10 * 1000**3),
-        max_attempts=reader.get("download.max_attempts", _int(1, 100), 6),
-        backoff_max=reader.get("download.backoff_max", _positive_duration, 300.0),
-        stall_timeout=reader.get("download.stall_timeout", _positive_duration, 60.0),
-        chunk_size=reader.get("download.chunk_size", parse_size, 1024 * 1024),
-        schedule=reader.get("download.schedule", _schedule, ()),
-    )
-    if not 4096 <= download.chunk_size <= 64 * 1024 * 1024:
-        raise reader.fail("download.chunk_size", "must be between 4KiB and 64MiB")
-
-    watch = WatchConfig(
-        enabled=reader.get("watch.enabled", _bool, True),
-        force_polling=reader.get("watch.force_polling", _bool, False),
-        poll_interval=reader.get("watch.poll_interval", _positive_duration, 2.0),
-        debounce=reader.get("watch.debounce", parse_duration, 0.2),
-        reconcile_interval=reader.get("watch.reconcile_interval", _positive_duration, 300.0),
-    )
-
-    auto_queue = AutoQueueConfig(
-        track=reader.get("auto_queue.track", _choice(TRACK_POLICIES), "installed"),
-        include=reader.get("auto_queue.include", _str_list, ()),
-        exclude=reader.get("auto_queue.exclude", _str_list, ()),
-        new_models=reader.get("auto_queue.new_models", _choice(NEW_MODEL_POLICIES), "queue"),
-        max_auto_bytes=reader.get("auto_queue.max_auto_bytes", parse_size, 50 * 1000**3),
-        require_approval=reader.get("auto_queue.require_approval", _bool, False),
-    )
-
+    _check_keys(reader)
     return Config(
         path=path.resolve(),
-        wan2gp=wan2gp,
-        invokeai=invokeai,
-        daemon=daemon,
-        hub=hub,
-        download=download,
-        watch=watch,
-        auto_queue=auto_queue,
+        wan2gp=_wan2gp_config(reader),
+        invokeai=_invokeai_config(reader),
+        daemon=_daemon_config(reader, env),
+        hub=_hub_config(reader, env),
+        download=_download_config(reader),
+        watch=WatchConfig(**_read_section(reader, "watch")),
+        auto_queue=AutoQueueConfig(**_read_section(reader, "auto_queue")),
         environ=env,
     )
