@@ -24,6 +24,7 @@ from wangpd.notify import Notifier
 from wangpd.paths import disk_free, is_own_temp, lock_exclusive
 from wangpd.rpc import AccessPolicy, RpcServer
 from wangpd.schedule import effective_limit
+from wangpd.sources import Sources
 from wangpd.store import Store
 from wangpd.units import format_rate
 from wangpd.watcher import Watcher, WatchTargets
@@ -46,6 +47,7 @@ class Daemon:
         self.rpc: RpcServer | None = None
         self.engine: Engine | None = None
         self.keeper: Keeper = None  # type: ignore[assignment]
+        self.sources: Sources = None  # type: ignore[assignment]
         self.watcher: Watcher | None = None
         self.started = time.monotonic()
         self.started_wall = time.time()
@@ -85,16 +87,12 @@ class Daemon:
         self.paused = bool(self.store.get_setting("paused", False))
         manual = self.store.get_setting("manual_limit")
         self.manual_limit = (int(manual[0]), float(manual[1])) if manual else None
-        self.engine = Engine(cfg, self.store, self.events, paused=self.paused)
+        # One Hub client, HF cache and InvokeAI index, shared by planning (keeper) and fetching (engine).
+        self.sources = Sources(cfg, self.store)
+        await asyncio.to_thread(self.sources.refresh_invokeai)
+        self.engine = Engine(cfg, self.store, self.events, self.sources, paused=self.paused)
         self._apply_limit()
-        self.keeper = Keeper(
-            cfg,
-            self.store,
-            self.events,
-            linkable=self.engine.linkable,
-            fetch_sizes=self.engine.fetch_sizes,
-            disk_free=lambda: disk_free(self.config.hub.cache_dir),
-        )
+        self.keeper = Keeper(cfg, self.store, self.events, self.sources, wake=lambda: self.job_changed(None))
         self.engine.content_roots = self.content_roots
 
         loop = asyncio.get_running_loop()
@@ -197,6 +195,7 @@ class Daemon:
             if self.rpc is not None:
                 self.rpc.policy = AccessPolicy(new.daemon.socket_group, new.daemon.read_only_others)
             self._apply_limit()
+            self.sources.reconfigure(new)
             if self.engine is not None:
                 self.engine.reconfigure(new)
             self.keeper.reconfigure(new)
@@ -266,8 +265,7 @@ class Daemon:
     async def rescan(self, why: str = "rescan", changed: set[Path] | None = None) -> dict[str, Any]:
         """Re-read definitions and queue what tracked models miss; errors are logged, never fatal."""
         try:
-            if self.engine is not None:
-                await asyncio.to_thread(self.engine.refresh_invokeai)  # models installed in InvokeAI meanwhile
+            await asyncio.to_thread(self.sources.refresh_invokeai)  # models installed in InvokeAI meanwhile
             return await self.keeper.refresh(changed or (), why)
         except Exception as exc:
             log.exception("re-planning (%s) failed", why)
@@ -295,7 +293,7 @@ class Daemon:
         if not unknown:
             return
         try:
-            await self.engine.fetch_sizes(unknown)
+            await self.sources.fetch_sizes(unknown)
         except Exception as exc:  # offline or a few 404s: sizes stay unknown ("?"), nothing else depends on it
             log.warning(
                 "could not get the size of every missing file from %s: %s", self.config.hub.endpoint, str(exc)[:300]

@@ -221,12 +221,7 @@ class Control:
         """Queue the missing files of these model types (globs allowed); they are then kept complete."""
         if not all(isinstance(t, str) and t for t in types):
             raise InvalidParams("types must be a list of model type names")
-        result = await self.daemon.keeper.add_models(
-            types, all_variants=all_variants, dry_run=dry_run, priority=priority
-        )
-        if not dry_run:
-            self.daemon.job_changed(None)
-        return result
+        return await self.daemon.keeper.add_models(types, all_variants=all_variants, dry_run=dry_run, priority=priority)
 
     async def plan(self, models: list | None = None, all_variants: bool = False) -> dict[str, Any]:
         """The full plan: every wanted file with its status (present / linkable / missing)."""
@@ -238,9 +233,7 @@ class Control:
 
     async def approve(self, batch: str | None = None) -> dict[str, Any]:
         """Start a held automatic batch (all held batches when none is named)."""
-        result = self.daemon.keeper.decide_batch(batch, approve=True)
-        self.daemon.job_changed(None)
-        return result
+        return self.daemon.keeper.decide_batch(batch, approve=True)
 
     async def reject(self, batch: str | None = None) -> dict[str, Any]:
         """Drop a held automatic batch; its files are not proposed again (`wangpctl add` still can)."""

@@ -155,8 +155,7 @@ def _hf_cache(daemon: DaemonView) -> list[dict[str, Any]]:
 
 
 def _token(daemon: DaemonView) -> list[dict[str, Any]]:
-    hub = daemon.engine.hub if daemon.engine else None
-    if hub is not None and hub.has_token:
+    if daemon.sources.hub.has_token:
         source = f"from {daemon.config.hub.token_file}" if daemon.config.hub.token_file else "from huggingface_hub"
         return [_check("hf-token", "OK", f"a HuggingFace token is set ({source}; not shown)")]
     return [
@@ -170,8 +169,8 @@ def _token(daemon: DaemonView) -> list[dict[str, Any]]:
 
 
 def _invokeai(daemon: DaemonView) -> list[dict[str, Any]]:
-    index = daemon.engine.invokeai if daemon.engine else None
-    if index is None or index.db_path is None:
+    index = daemon.sources.invokeai
+    if index.db_path is None:
         return [_check("invokeai", "OK", "not configured (invokeai_db): nothing reused from InvokeAI")]
     if index.warning:
         return [

@@ -11,7 +11,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,16 +22,15 @@ from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
 from wangpd.models import JobSpec, JobState, WantedFile
+from wangpd.paths import disk_free
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
+from wangpd.sources import Sources
 from wangpd.store import Store
 from wangpd.units import format_bytes
 
 __all__ = ["Keeper"]
 
 log = logging.getLogger(__name__)
-
-Linkable = Callable[[WantedFile], str | None]
-SizeFetcher = Callable[[Sequence[WantedFile]], Awaitable[None]]
 
 
 def _variant_settings(catalog: Catalog) -> dict[str, str]:
@@ -51,17 +50,17 @@ class Keeper:
         config: Config,
         store: Store,
         events: EventBus,
+        sources: Sources | None = None,
         *,
-        linkable: Linkable = lambda wanted: None,
-        fetch_sizes: SizeFetcher | None = None,
-        disk_free: Callable[[], int | None] = lambda: None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
+        """``sources`` answers "is this file already somewhere?" and "how big is it?" (None: nowhere, unknown: a
+        keeper that only plans); ``wake`` tells the engine new work was queued."""
         self.config = config
         self.store = store
         self.events = events
-        self.linkable = linkable
-        self.fetch_sizes = fetch_sizes
-        self.disk_free = disk_free
+        self.sources = sources
+        self.wake = wake
         self._loaders: dict[bool, CatalogLoader] = {}
         self.catalog: Catalog | None = None
         self.plan: Plan | None = None
@@ -102,7 +101,8 @@ class Keeper:
 
     def _plan(self, catalog: Catalog, model_types: Iterable[str] | None = None) -> Plan:
         exists = scan_present(catalog.wan2gp_dir, catalog)
-        return plan(catalog, exists=exists, size_of=self._size_of(), linkable=self.linkable, model_types=model_types)
+        linkable = self.sources.linkable if self.sources is not None else (lambda wanted: None)
+        return plan(catalog, exists=exists, size_of=self._size_of(), linkable=linkable, model_types=model_types)
 
     async def current(self, all_variants: bool | None = None) -> tuple[Catalog, Plan]:
         """A fresh catalog and plan (cheap: the loader re-reads only changed definition files)."""
@@ -194,7 +194,10 @@ class Keeper:
             return {"queued": 0, "bytes": 0, "approval": False}
         candidates = await self._with_sizes(candidates)
         decision = policy.approval_for(
-            candidates, self.config.auto_queue, self.disk_free(), self.config.download.free_space_reserve
+            candidates,
+            self.config.auto_queue,
+            disk_free(self.config.hub.cache_dir),
+            self.config.download.free_space_reserve,
         )
         # Short, typeable and unique: `wangpctl approve b7`.
         sequence = int(self.store.get_setting("batch_sequence", 0)) + 1
@@ -228,9 +231,9 @@ class Keeper:
     async def _with_sizes(self, files: list[PlannedFile]) -> list[PlannedFile]:
         """Ask the Hub for sizes not yet known (cached in hf_file_cache), so the cap can be applied."""
         unknown = [p.file for p in files if p.size is None and p.status != "linkable"]
-        if unknown and self.fetch_sizes is not None:
+        if unknown and self.sources is not None:
             try:
-                await self.fetch_sizes(unknown)
+                await self.sources.fetch_sizes(unknown)
             except Exception as exc:  # offline Hub: sizes stay unknown, the batch will wait for approval
                 log.warning("could not get file sizes from the Hub: %s", exc)
             size_of = self._size_of()
@@ -274,6 +277,8 @@ class Keeper:
             if created or job.state in (JobState.QUEUED, JobState.NEEDS_APPROVAL):
                 count += 1
                 self.events.publish("job", id=job.id, state=job.state.value, why=origin, target=job.target)
+        if count and state is JobState.QUEUED:
+            self.wake()  # every queueing path wakes the engine here, so none can forget to
         return count
 
     # ---- what users ask ------------------------------------------------------------------------------------------
@@ -397,6 +402,8 @@ class Keeper:
                 why="approved" if approve else "rejected",
                 target=job.target,
             )
+        if approve:
+            self.wake()
         total = sum(job.size or 0 for job in held)
         verb = "approved" if approve else "rejected"
         log.info("%s %d file(s), %s%s", verb, len(held), format_bytes(total), f" (batch {batch})" if batch else "")

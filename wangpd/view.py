@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from wangpd.events import EventBus
     from wangpd.keeper import Keeper
     from wangpd.models import Job
+    from wangpd.sources import Sources
     from wangpd.store import Store
     from wangpd.watcher import Watcher, WatchTargets
-    from wangpd.workers import Engine
 
 __all__ = ["DaemonView"]
 
@@ -29,7 +29,7 @@ class DaemonView(Protocol):
     store: Store
     events: EventBus
     keeper: Keeper
-    engine: Engine | None
+    sources: Sources
     watcher: Watcher | None
     listening: str
     paused: bool

@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,11 @@ from wangpd import transfer
 from wangpd.config import Config
 from wangpd.errors import BadState, DiskFull, TransferError, WangpError
 from wangpd.events import EventBus
-from wangpd.hfcache import HFCache
-from wangpd.hub import Hub
-from wangpd.invokeai import InvokeAIIndex
 from wangpd.limiter import RateLimiter
 from wangpd.linker import link_into_place
-from wangpd.models import FileMeta, Job, JobState, WantedFile
+from wangpd.models import Job, JobState
 from wangpd.paths import temp_name
+from wangpd.sources import Sources
 from wangpd.store import Store
 
 __all__ = ["Engine"]
@@ -41,14 +38,12 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes to the store and even
 class Engine:
     """Runs up to ``download.concurrency`` jobs at once; all share one :class:`RateLimiter`."""
 
-    def __init__(self, config: Config, store: Store, events: EventBus, *, paused: bool = False):
+    def __init__(self, config: Config, store: Store, events: EventBus, sources: Sources, *, paused: bool = False):
         self.config = config
         self.store = store
         self.events = events
-        self.hub = Hub(config.hub)
-        self.cache = HFCache(config.hub.cache_dir)
+        self.sources = sources
         self.limiter = RateLimiter(0)  # the daemon sets the limit in force right after
-        self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
         self.paused = paused
         self.running: dict[int, asyncio.Task[None]] = {}
         self.speeds: dict[int, float] = {}
@@ -58,14 +53,11 @@ class Engine:
         self.content_roots: Callable[[], list[Path]] = lambda: []
         self._session: Any = None
         self._loop_task: asyncio.Task[None] | None = None
-        self._warned_invokeai: str | None = None
-        self._invokeai_count: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._session = transfer.open_session(self.config.hub.request_timeout)
-        await asyncio.to_thread(self.refresh_invokeai)
         self._loop_task = asyncio.create_task(self._loop(), name="engine")
 
     async def stop(self) -> None:
@@ -79,29 +71,9 @@ class Engine:
             await self._session.close()
 
     def reconfigure(self, config: Config) -> None:
-        """A reloaded config: new Hub endpoint/cache/InvokeAI settings apply to the next job; running ones go on."""
-        old, self.config = self.config, config
-        if config.hub != old.hub:
-            self.hub = Hub(config.hub)
-            self.cache = HFCache(config.hub.cache_dir)
-        if config.invokeai != old.invokeai:
-            self.invokeai = InvokeAIIndex(config.invokeai.db, config.invokeai.models_dir)
-            self.refresh_invokeai()
+        """A reloaded config applies to the next job (the sources were reconfigured first); running ones go on."""
+        self.config = config
         self._wake.set()
-
-    def refresh_invokeai(self) -> None:
-        """Re-read InvokeAI's model list (cheap: one SELECT); log only what changed."""
-        if self.invokeai.db_path is None:
-            return
-        count = self.invokeai.refresh()
-        if self.invokeai.warning:
-            if self.invokeai.warning != self._warned_invokeai:
-                log.warning("InvokeAI: %s", self.invokeai.warning)
-                self._warned_invokeai = self.invokeai.warning
-        elif count != self._invokeai_count:
-            log.info("InvokeAI: %d model(s) in %s can be reused", count, self.invokeai.db_path)
-            self._warned_invokeai = None
-        self._invokeai_count = count
 
     # ---- control -------------------------------------------------------------------------------------------------
 
@@ -226,7 +198,7 @@ class Engine:
         if target.exists():  # Wan2GP takes any file at its path as complete; so do we (never overwrite it)
             return "present", 0
         if job.repo:
-            found = self.invokeai.find(job.repo, job.path, job.url, job.size)
+            found = self.sources.invokeai.find(job.repo, job.path, job.url, job.size)
             if found is not None:
                 await asyncio.to_thread(self._link, found, target)
                 return "invokeai", 0
@@ -235,19 +207,19 @@ class Engine:
                 # Ask first so progress has a total from the first byte (`wangpctl follow` draws a bar); the same
                 # answer serves fetch_to_cache's first attempt, so it costs no extra request.
                 try:
-                    meta = await self.hub.file_metadata(job.repo, job.revision, job.path)
+                    meta = await self.sources.hub.file_metadata(job.repo, job.revision, job.path)
                 except TransferError as exc:
                     if not exc.retryable:
                         raise
                 else:
-                    self._remember(meta)
+                    self.sources.remember(meta)
                     job = self.store.set_job_fields(job.id, size=meta.size, sha256=job.sha256 or meta.sha256)
             result = await transfer.fetch_to_cache(
                 job.repo,
                 job.revision,
                 job.path,
-                hub=self.hub,
-                cache=self.cache,
+                hub=self.sources.hub,
+                cache=self.sources.cache,
                 session=self._session,
                 limiter=self.limiter,
                 config=self.config.download,
@@ -256,7 +228,7 @@ class Engine:
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
             )
-            self._remember(result.meta)
+            self.sources.remember(result.meta)
             if job.size is None and result.meta.size is not None:
                 self.store.set_job_fields(job.id, size=result.meta.size, sha256=result.meta.sha256)
         else:
@@ -279,7 +251,7 @@ class Engine:
         """A whole repo folder (Wan2GP's ``snapshot_download(allow_patterns=...)``): fetch every file into the HF
         cache, build the folder of links under a temporary name, then rename it into place, so Wan2GP never sees a
         half-filled folder (it would take it as complete)."""
-        files = await self.hub.list_folder(job.repo, job.revision, job.path)
+        files = await self.sources.hub.list_folder(job.repo, job.revision, job.path)
         if not files:
             raise TransferError(f"{job.repo}@{job.revision}/{job.path}: folder is empty or missing", retryable=False)
         total = sum(size or 0 for _, size in files)
@@ -293,15 +265,15 @@ class Engine:
                 job.repo,
                 job.revision,
                 path,
-                hub=self.hub,
-                cache=self.cache,
+                hub=self.sources.hub,
+                cache=self.sources.cache,
                 session=self._session,
                 limiter=self.limiter,
                 config=self.config.download,
                 progress=lambda n, base=done: report(base + n),
                 on_retry=self._on_retry(job),
             )
-            self._remember(result.meta)
+            self.sources.remember(result.meta)
             fetched += result.fetched
             done += size or result.meta.size or 0
             snapshots.append((path[len(job.path) :], result.path))
@@ -318,10 +290,6 @@ class Engine:
 
         await asyncio.to_thread(build)
         return ("hf-cache" if fetched == 0 else "download"), fetched
-
-    def _remember(self, meta: FileMeta) -> None:
-        if meta.repo:
-            self.store.put_meta(replace(meta, fetched_at=time.time()))
 
     def _progress(self, job: Job) -> transfer.Progress:
         meter = transfer.SpeedMeter()
@@ -345,47 +313,6 @@ class Engine:
             self.events.publish("retry", id=job.id, error=str(error), attempt=attempt, delay=round(delay, 1))
 
         return told
-
-    # ---- for the keeper ------------------------------------------------------------------------------------------
-
-    def linkable(self, wanted: WantedFile) -> str | None:
-        """Where a wanted file already is without downloading: the HF cache or InvokeAI."""
-        if wanted.repo and not wanted.whole_folder:
-            try:
-                if self.cache.find_cached(wanted.repo, wanted.revision, wanted.path_in_repo) is not None:
-                    return "hf-cache"
-            except ValueError:  # a path the cache refuses (e.g. '..'): the download will fail with the reason
-                return None
-            if self.invokeai.find(wanted.repo, wanted.path_in_repo, wanted.url, None) is not None:
-                return "invokeai"
-        return None
-
-    async def fetch_sizes(self, files: Sequence[WantedFile]) -> None:
-        """Ask the Hub for the size (and sha256) of files, eight at a time; remembered in hf_file_cache."""
-        semaphore = asyncio.Semaphore(8)
-        max_age = self.config.hub.metadata_max_age
-        unreachable: list[BaseException] = []
-
-        async def one(wanted: WantedFile) -> None:
-            if not wanted.repo or wanted.whole_folder:
-                return
-            if self.store.get_meta(wanted.repo, wanted.revision, wanted.path_in_repo, max_age) is not None:
-                return
-            async with semaphore:
-                if unreachable:  # the Hub is not answering: do not wait out a timeout per file
-                    raise unreachable[0]
-                try:
-                    meta = await self.hub.file_metadata(wanted.repo, wanted.revision, wanted.path_in_repo)
-                except TransferError as exc:
-                    if exc.retryable and exc.retry_after is None:
-                        unreachable.append(exc)
-                    raise
-            self._remember(meta)
-
-        results = await asyncio.gather(*(one(w) for w in files), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
 
 
 def _human(count: int) -> str:
