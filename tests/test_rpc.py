@@ -190,8 +190,11 @@ def test_events_stream_starts_with_a_snapshot_and_carries_job_changes(daemon: Da
 
 
 def test_internal_error_is_reported_and_the_daemon_goes_on() -> None:
-    class Broken:
-        def status_snapshot(self) -> dict[str, Any]:
+    class Broken:  # a daemon whose queue database fails on every read
+        config = None
+
+        @property
+        def store(self) -> Any:
             raise RuntimeError("boom")
 
     control = Control(Broken())  # type: ignore[arg-type]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import posixpath
 import re
+import time
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -21,11 +23,12 @@ from wangpd import __version__, hfurl, protocol
 from wangpd.doctor import run_checks
 from wangpd.errors import BadState, ConfigError, InvalidParams
 from wangpd.models import STATE_GROUPS, Job, JobSpec, JobState
+from wangpd.paths import disk_free
 from wangpd.store import Store
 from wangpd.units import format_rate, parse_rate
 from wangpd.view import DaemonView
 
-__all__ = ["Control", "call"]
+__all__ = ["Control", "call", "handler_for", "status_line"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,43 @@ class Control:
 
     async def status(self) -> dict[str, Any]:
         """Daemon state, counts per state, speed, limit, paused, disk free, watcher, last errors."""
-        return self.daemon.status_snapshot()
+        daemon, config = self.daemon, self.daemon.config
+        counts = daemon.store.counts()
+        totals = daemon.store.totals()
+        last_errors = [
+            {"time": e["time"], "message": e.get("error") or e.get("message"), "id": e.get("id")}
+            for e in daemon.events.recent
+            if e.get("error") or e["event"] == "error"
+        ][-5:]
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - daemon.started, 1),
+            "started_at": daemon.started_wall,
+            "state": "paused" if daemon.paused else "running",
+            "paused": daemon.paused,
+            "counts": counts,
+            "pending": counts["queued"] + counts["needs_approval"] + counts["paused"],
+            "speed": daemon.current_speed(),
+            "remaining_bytes": totals["remaining_bytes"],
+            "limit": daemon.limit_info(),
+            "config": str(config.path),
+            "socket": str(config.daemon.socket),
+            "listening": daemon.listening,
+            "database": str(config.daemon.db_path),
+            "wan2gp_directory": str(config.wan2gp.directory),
+            "hf_cache": str(config.hub.cache_dir),
+            "disk_free": {
+                "wan2gp": disk_free(config.wan2gp.directory),
+                "hf_cache": disk_free(config.hub.cache_dir),
+            },
+            "batches": daemon.store.batches(),
+            "watcher": daemon.watcher.describe()
+            if daemon.watcher
+            else {"state": "off", "reason": "watch.enabled is false"},
+            "auto_queue": daemon.keeper.describe(),
+            "last_errors": last_errors,
+        }
 
     async def version(self) -> dict[str, Any]:
         return {"version": __version__, "protocol": 1}
@@ -131,7 +170,8 @@ class Control:
         name = posixpath.basename(path)
         if not name:
             raise InvalidParams(f"path {path!r} names no file")
-        target_path = self.daemon.resolve_target(target or posixpath.join(self.daemon.checkpoints_root(), name))
+        layout = self.daemon.layout()
+        target_path = layout.resolve_target(target or posixpath.join(layout.checkpoints_root(), name))
         spec = JobSpec(
             url=url,
             target=str(target_path),
@@ -246,6 +286,18 @@ class Control:
         except ConfigError as exc:
             raise ConfigError(f"{exc} (the running config is unchanged)") from None
         return {"reloaded": True, "changes": changes}
+
+
+def status_line(daemon: DaemonView) -> str:
+    """One line for systemd's STATUS= (``systemctl status wangpd``)."""
+    counts = daemon.store.counts()
+    speed = daemon.current_speed()
+    state = "paused" if daemon.paused else "running"
+    return (
+        f"{state}: {counts['downloading']} downloading, {counts['queued']} queued, "
+        f"{counts['needs_approval']} awaiting approval, {counts['failed']} failed, "
+        f"{format_rate(speed) if speed else '0 B/s'}, limit {format_rate(daemon.limit_info()['limit'])}"
+    )
 
 
 def _states(state: str | list | None) -> list[JobState] | None:

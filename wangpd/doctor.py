@@ -227,7 +227,7 @@ def _disk(daemon: DaemonView) -> list[dict[str, Any]]:
 
 def _watched_dirs(daemon: DaemonView, cap: int) -> int:
     """How many folders inotify must watch (one watch each), counted up to ``cap``."""
-    targets = daemon.watch_targets()
+    targets = daemon.layout().watch_targets()
     count = sum(1 for p in targets.shallow if p.is_dir())
     for root in targets.recursive:
         for _ in os.walk(root):

@@ -21,7 +21,8 @@ from wangpd.catalog import Catalog, CatalogLoader
 from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
-from wangpd.models import JobSpec, JobState, WantedFile
+from wangpd.layout import Layout
+from wangpd.models import DEFAULT_SETTINGS, JobSpec, JobState, WantedFile
 from wangpd.paths import disk_free
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
 from wangpd.sources import Sources
@@ -84,6 +85,11 @@ class Keeper:
                 all_variants=all_variants,
             )
         return self._loaders[all_variants]
+
+    def layout(self) -> Layout:
+        """The Wan2GP folders as the last-read wgp_config.json lays them out (Wan2GP's defaults before that)."""
+        settings = self.catalog.settings if self.catalog is not None else DEFAULT_SETTINGS
+        return Layout(self.config.wan2gp.directory, settings)
 
     @property
     def all_variants(self) -> bool:

@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from wangpd.config import Config
     from wangpd.events import EventBus
     from wangpd.keeper import Keeper
+    from wangpd.layout import Layout
     from wangpd.models import Job
     from wangpd.sources import Sources
     from wangpd.store import Store
-    from wangpd.watcher import Watcher, WatchTargets
+    from wangpd.watcher import Watcher
 
 __all__ = ["DaemonView"]
 
@@ -33,8 +34,8 @@ class DaemonView(Protocol):
     watcher: Watcher | None
     listening: str
     paused: bool
-
-    def status_snapshot(self) -> dict[str, Any]: ...
+    started: float  # time.monotonic() at start
+    started_wall: float  # time.time() at start
 
     def limit_info(self) -> dict[str, Any]: ...
 
@@ -48,8 +49,6 @@ class DaemonView(Protocol):
 
     async def reload(self) -> list[str]: ...
 
-    def resolve_target(self, relative: str) -> Path: ...
+    def layout(self) -> Layout: ...
 
-    def checkpoints_root(self) -> str: ...
-
-    def watch_targets(self) -> WatchTargets: ...
+    def current_speed(self) -> int: ...

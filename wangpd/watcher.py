@@ -11,27 +11,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import watchfiles
 
+from wangpd.layout import WatchTargets
 from wangpd.paths import is_own_temp
 
-__all__ = ["WatchTargets", "Watcher"]
+__all__ = ["Watcher"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WatchTargets:
-    """``recursive``: folders watched with their subfolders (defaults/, finetunes/, ckpts/, loras/);
-    ``shallow``: folders watched without subfolders (the Wan2GP folder itself, for wgp_config.json and for
-    defaults/ or finetunes/ appearing)."""
-
-    recursive: tuple[Path, ...]
-    shallow: tuple[Path, ...]
 
 
 class _Filter(watchfiles.DefaultFilter):

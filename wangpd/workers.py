@@ -21,6 +21,7 @@ from wangpd import transfer
 from wangpd.config import Config
 from wangpd.errors import BadState, DiskFull, TransferError, WangpError
 from wangpd.events import EventBus
+from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter
 from wangpd.linker import link_into_place
 from wangpd.models import Job, JobState
@@ -38,7 +39,17 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes to the store and even
 class Engine:
     """Runs up to ``download.concurrency`` jobs at once; all share one :class:`RateLimiter`."""
 
-    def __init__(self, config: Config, store: Store, events: EventBus, sources: Sources, *, paused: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        events: EventBus,
+        sources: Sources,
+        *,
+        layout: Callable[[], Layout],
+        paused: bool = False,
+    ) -> None:
+        """``layout`` gives the Wan2GP folders as the latest wgp_config.json lays them out (links may go there)."""
         self.config = config
         self.store = store
         self.events = events
@@ -49,8 +60,7 @@ class Engine:
         self.speeds: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._halting: set[asyncio.Task[None]] = set()
-        # Where Wan2GP keeps files, resolved (ckpts/ may be a symlink to another disk); set by the daemon.
-        self.content_roots: Callable[[], list[Path]] = lambda: []
+        self.layout = layout
         self._session: Any = None
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -182,11 +192,9 @@ class Engine:
         log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
         self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
 
-    def _roots(self) -> list[Path]:
-        return [self.config.wan2gp.directory, *self.content_roots()]
-
     def _link(self, source: Path, target: Path) -> str:
-        return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=self._roots())  # type: ignore[arg-type]
+        roots = self.layout().link_roots()
+        return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=roots)  # type: ignore[arg-type]
 
     async def _complete(self, job: Job) -> tuple[str, int]:
         """Make the job's target exist with the right content; return (how, bytes fetched)."""
