@@ -13,13 +13,8 @@ from pathlib import Path
 
 from wangpd import protocol
 from wangpd.control import Control
-
-try:  # the dispatch may move from control.py to rpc.py (review §5.2, move 7)
-    from wangpd.control import handler_for
-except ImportError:  # pragma: no cover - after the move
-    from wangpd.rpc import handler_for  # type: ignore[attr-defined,no-redef]
-
 from wangpd.models import JobState
+from wangpd.rpc import HANDLERS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wangpd"
 TOP = "wangpd"
@@ -37,26 +32,25 @@ def _verbs() -> dict[str, object]:
 
 
 def test_every_protocol_method_has_an_async_handler() -> None:
-    missing = [method for method in protocol.METHODS if handler_for(Control, method) is None]  # type: ignore[arg-type]
-    assert not missing, f"protocol.METHODS entries without a Control handler: {missing}"
-    not_async = [
-        method
-        for method in protocol.METHODS
-        if not inspect.iscoroutinefunction(handler_for(Control, method))  # type: ignore[arg-type]
-    ]
+    # rpc.HANDLERS is built at import and refuses a method without an async Control method; this pins the table.
+    assert list(HANDLERS) == list(protocol.METHODS)
+    not_async = [method for method, handler in HANDLERS.items() if not inspect.iscoroutinefunction(handler.function)]
     assert not not_async, f"handlers that are not coroutine functions (call() awaits them): {not_async}"
+    for method, handler in HANDLERS.items():
+        assert handler.function is getattr(Control, method.replace(".", "_"))
+        assert "self" not in handler.signature.parameters
 
 
 def test_every_control_verb_is_a_protocol_method() -> None:
-    handled = {handler_for(Control, method) for method in protocol.METHODS}  # type: ignore[arg-type]
+    handled = {handler.function for handler in HANDLERS.values()}
     orphans = sorted(name for name, function in _verbs().items() if function not in handled)
     assert not orphans, f"public Control methods that no protocol.METHODS entry reaches: {orphans}"
 
 
 def test_handlers_and_methods_are_one_to_one() -> None:
     by_handler: dict[object, list[str]] = {}
-    for method in protocol.METHODS:
-        by_handler.setdefault(handler_for(Control, method), []).append(method)  # type: ignore[arg-type]
+    for method, handler in HANDLERS.items():
+        by_handler.setdefault(handler.function, []).append(method)
     shared = [methods for methods in by_handler.values() if len(methods) > 1]
     assert not shared, f"methods served by the same handler: {shared}"
     assert len(by_handler) == len(_verbs()) == len(protocol.METHODS)

@@ -1,21 +1,18 @@
-"""The control surface: one handler per RPC method, the same names as in ``protocol.METHODS`` and wangpctl.
+"""The control surface: one handler per RPC method, the same names as in ``protocol.METHODS`` and wangpctl
+(``queue.add`` -> :meth:`Control.queue_add`), plus the status view.
 
-Handlers take keyword parameters; :func:`call` checks names and types from the signature, so a wrong request
-gets a JSON-RPC ``invalid params`` error that names the parameter.
+Handlers take keyword parameters with type hints; ``rpc.py`` checks a request's parameters against them before a
+handler runs, so a handler may trust the types it declares (not the ranges: those it checks itself).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import posixpath
 import re
 import time
-import types
-import typing
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -28,7 +25,7 @@ from wangpd.store import Store
 from wangpd.units import format_rate, parse_rate
 from wangpd.view import DaemonView
 
-__all__ = ["Control", "call", "handler_for", "status_line"]
+__all__ = ["Control", "status_line"]
 
 log = logging.getLogger(__name__)
 
@@ -318,69 +315,3 @@ def _states(state: str | list | None) -> list[JobState] | None:
                     f"unknown state {name!r} (one of {', '.join(protocol.JOB_STATES)}, active, pending, finished)"
                 ) from None
     return result
-
-
-# ---- dispatch ------------------------------------------------------------------------------------------------------
-
-_HINT_CACHE: dict[Callable[..., Any], tuple[inspect.Signature, dict[str, Any]]] = {}
-
-
-def _accepts(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_accepts(value, option) for option in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is not None:
-        hint = origin
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    text = str(hint).replace("typing.", "").replace("NoneType", "null")
-    return text.replace("<class '", "").replace("'>", "")
-
-
-def handler_for(control: Control, method: str) -> Callable[..., Awaitable[Any]] | None:
-    if method not in protocol.METHODS:
-        return None
-    return getattr(control, method.replace(".", "_"), None)
-
-
-async def call(control: Control, method: str, params: dict[str, Any] | list[Any] | None) -> Any:
-    """Run ``method`` with ``params`` after checking them against the handler's signature.
-
-    Raises NotFound-like errors from handlers, InvalidParams for wrong names/types, and KeyError when there is
-    no such method (the RPC layer turns that into -32601).
-    """
-    handler = handler_for(control, method)
-    if handler is None:
-        raise KeyError(method)
-    function = handler.__func__  # type: ignore[attr-defined]
-    if function not in _HINT_CACHE:
-        _HINT_CACHE[function] = (inspect.signature(handler), typing.get_type_hints(function))
-    signature, hints = _HINT_CACHE[function]
-    names = list(signature.parameters)
-    if params is None:
-        params = {}
-    if isinstance(params, list):
-        if len(params) > len(names):
-            raise InvalidParams(f"{method} takes at most {len(names)} parameters ({', '.join(names)})")
-        params = dict(zip(names, params, strict=False))
-    for name, value in params.items():
-        if name not in signature.parameters:
-            allowed = ", ".join(names) or "none"
-            raise InvalidParams(f"{method}: unknown parameter {name!r} (allowed: {allowed})")
-        hint = hints.get(name, Any)
-        if not _accepts(value, hint):
-            raise InvalidParams(f"{method}: parameter {name!r} must be {_describe(hint)}, got {value!r}"[:300])
-    for name, parameter in signature.parameters.items():
-        if parameter.default is inspect.Parameter.empty and name not in params:
-            raise InvalidParams(f"{method}: missing required parameter {name!r}")
-    return await handler(**params)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -15,6 +16,9 @@ import pwd
 import socket
 import stat
 import struct
+import types
+import typing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,12 @@ from typing import Any
 from aiohttp import web
 
 from wangpd import protocol
-from wangpd.control import Control, call, handler_for
-from wangpd.errors import SocketInUse, WangpError
+from wangpd.control import Control
+from wangpd.errors import InvalidParams, SocketInUse, WangpError
 from wangpd.events import EventBus
 from wangpd.paths import lock_exclusive
 
-__all__ = ["Peer", "RpcServer", "dispatch"]
+__all__ = ["HANDLERS", "AccessPolicy", "Handler", "Peer", "RpcServer", "call", "dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,88 @@ class AccessPolicy:
         return self.read_only_others or self.may_change(peer)
 
 
+# ---- methods and their parameters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Handler:
+    """One RPC method: the Control method that serves it, its parameters (``self`` left out) and their hints."""
+
+    method: str
+    function: Callable[..., Awaitable[Any]]
+    signature: inspect.Signature
+    hints: dict[str, Any]
+
+    def bind(self, params: dict[str, Any] | list[Any] | None) -> dict[str, Any]:
+        """Keyword arguments for the handler from a request's ``params``. Raises InvalidParams naming the parameter
+        (unknown, missing, or of the wrong type)."""
+        names = list(self.signature.parameters)
+        if params is None:
+            params = {}
+        if isinstance(params, list):
+            if len(params) > len(names):
+                raise InvalidParams(f"{self.method} takes at most {len(names)} parameters ({', '.join(names)})")
+            params = dict(zip(names, params, strict=False))
+        for name, value in params.items():
+            if name not in self.signature.parameters:
+                allowed = ", ".join(names) or "none"
+                raise InvalidParams(f"{self.method}: unknown parameter {name!r} (allowed: {allowed})")
+            hint = self.hints.get(name, Any)
+            if not _accepts(value, hint):
+                raise InvalidParams(f"{self.method}: parameter {name!r} must be {_describe(hint)}, got {value!r}"[:300])
+        for name, parameter in self.signature.parameters.items():
+            if parameter.default is inspect.Parameter.empty and name not in params:
+                raise InvalidParams(f"{self.method}: missing required parameter {name!r}")
+        return params
+
+
+def _accepts(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is not None:
+        hint = origin
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("NoneType", "null")
+    return text.replace("<class '", "").replace("'>", "")
+
+
+def _handlers() -> dict[str, Handler]:
+    """Every method of ``protocol.METHODS`` with its Control method, built once at import: a method without an
+    async handler fails here, when the daemon starts, not as -32601 when a client first calls it."""
+    table: dict[str, Handler] = {}
+    for method in protocol.METHODS:
+        name = method.replace(".", "_")
+        function = getattr(Control, name, None)
+        if function is None or not inspect.iscoroutinefunction(function):
+            raise TypeError(f"protocol.METHODS has {method!r} but Control has no async method {name}()")
+        signature = inspect.signature(function)
+        parameters = list(signature.parameters.values())[1:]  # without self
+        hints = typing.get_type_hints(function)
+        table[method] = Handler(method, function, signature.replace(parameters=parameters), hints)
+    return table
+
+
+HANDLERS: dict[str, Handler] = _handlers()
+
+
+async def call(control: Control, method: str, params: dict[str, Any] | list[Any] | None) -> Any:
+    """Run ``method`` (which must be in :data:`HANDLERS`) with ``params`` checked against its signature."""
+    handler = HANDLERS[method]
+    return await handler.function(control, **handler.bind(params))
+
+
 def _error(code: int, message: str, request_id: Any = None, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
@@ -105,7 +191,7 @@ async def _one(control: Control, request: Any, peer: Peer | None, policy: Access
     if unknown:
         return _error(protocol.INVALID_REQUEST, f"invalid request: unknown member {sorted(unknown)[0]!r}", request_id)
     response: dict[str, Any]
-    if method not in protocol.METHODS:
+    if method not in HANDLERS:
         response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method[:100]!r}", request_id)
     elif not policy.may_read(peer):
         response = _error(protocol.FORBIDDEN, "forbidden: this user may not use wangpd", request_id)
@@ -117,16 +203,8 @@ async def _one(control: Control, request: Any, peer: Peer | None, policy: Access
         )
     else:
         try:
-            if handler_for(control, method) is None:
-                raise LookupError(method)
             result = await call(control, method, params)
             response = {"jsonrpc": "2.0", "result": result, "id": request_id}
-        except LookupError as exc:
-            if exc.args != (method,) or handler_for(control, method) is not None:
-                log.exception("internal error in %s", method)
-                response = _error(protocol.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", request_id)
-            else:
-                response = _error(protocol.METHOD_NOT_FOUND, f"method not found: {method!r}", request_id)
         except WangpError as exc:
             response = _error(exc.rpc_code, exc.message, request_id)
         except Exception as exc:  # the daemon logs it once and keeps going
