@@ -37,10 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from wangpd.config import DownloadConfig, HubConfig  # noqa: E402
+from wangpd.download import download  # noqa: E402
 from wangpd.hfcache import HFCache  # noqa: E402
 from wangpd.hub import Hub  # noqa: E402
 from wangpd.limiter import RateLimiter  # noqa: E402
-from wangpd.transfer import download, fetch_to_cache  # noqa: E402
+from wangpd.transfer import fetch_to_cache  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -16,13 +16,12 @@ import aiohttp
 import pytest
 
 from wangpd.config import DownloadConfig, HubConfig
+from wangpd.download import download
 from wangpd.errors import ChecksumMismatch, DiskFull, TransferError
 from wangpd.hfcache import HFCache
 from wangpd.hub import Hub
-from wangpd.limiter import RateLimiter
+from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.transfer import (
-    SpeedMeter,
-    download,
     fetch_to_cache,
     fetch_url,
     retry_delay,

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wangpd.models import COMMIT_RE, FileMeta
+from wangpd.models import COMMIT_RE, SHA256_RE, FileMeta
 from wangpd.paths import PART_SUFFIX, TEMP_SUFFIX, fsync_dir, safe_repo_path
 
 __all__ = ["CachePaths", "HFCache", "repo_folder_name"]
@@ -170,3 +170,18 @@ class HFCache:
         temp = paths.ref.with_name(f".{paths.ref.name}{TEMP_SUFFIX}")
         temp.write_text(commit, encoding="utf-8")  # no newline: hf_hub_download reads the ref unstripped
         os.replace(temp, paths.ref)
+
+    def cached_meta(self, repo: str, revision: str, path: str, snapshot: Path) -> FileMeta:
+        """Metadata rebuilt from the cache alone (no network): the blob's name and size, the snapshot's commit."""
+        blob = snapshot.resolve()
+        # snapshots/<commit>/<path...>: the commit is the folder above the path's first component.
+        commit = snapshot.parents[len(Path(path).parts) - 1].name
+        return FileMeta(
+            repo=repo,
+            revision=revision,
+            path=path,
+            size=blob.stat().st_size,
+            sha256=blob.name if SHA256_RE.fullmatch(blob.name) else None,
+            etag=blob.name,
+            commit=commit,
+        )

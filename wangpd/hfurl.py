@@ -13,7 +13,17 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from wangpd.paths import safe_repo_path
 
-__all__ = ["HF_HOSTS", "HubFile", "host_of", "normalize", "parse", "plain_url_refusal", "resolve_url", "same_origin"]
+__all__ = [
+    "HF_HOSTS",
+    "HubFile",
+    "file_name_of",
+    "host_of",
+    "normalize",
+    "parse",
+    "plain_url_refusal",
+    "resolve_url",
+    "same_origin",
+]
 
 HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 _CANONICAL = "huggingface.co"
@@ -79,6 +89,16 @@ def plain_url_refusal(url: str, allowed_hosts: tuple[str, ...] | list[str], *, a
     if host not in {h.lower() for h in allowed_hosts}:
         return f"{url}: host {host or '(none)'} is not in hub.allowed_hosts; add it to the config to download from it"
     return None
+
+
+def file_name_of(url: str) -> str:
+    """The file name a plain URL names (its last path segment, decoded), or ``download`` when it names none safely."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return "download"
+    name = unquote(path.rstrip("/").rsplit("/", 1)[-1]) or "download"
+    return "download" if name in (".", "..") or "/" in name or "\0" in name else name
 
 
 def resolve_url(repo: str, revision: str, path: str) -> str:

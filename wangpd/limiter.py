@@ -1,4 +1,4 @@
-"""One bandwidth limiter shared by every transfer: a token bucket in GCRA form.
+"""Rates: one bandwidth limiter shared by every transfer (a token bucket in GCRA form) and the speed meter.
 
 The whole bucket is one float, the *theoretical arrival time* (TAT): the moment at which every byte granted so
 far would have been delivered at exactly the configured rate. A caller that reads ``n`` bytes moves the TAT
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
-__all__ = ["BURST_SECONDS", "RateLimiter"]
+__all__ = ["BURST_SECONDS", "RateLimiter", "SpeedMeter"]
 
 # Burst tolerance as time: with a rate-proportional burst, "100 ms of the rate" is the same 0.1 s at any rate.
 BURST_SECONDS = 0.1
@@ -123,3 +124,30 @@ class RateLimiter:
     def _wake(sleeper: _Sleeper) -> None:
         if not sleeper.future.done():
             sleeper.future.set_result(None)
+
+
+class SpeedMeter:
+    """Moving-average speed over the last ``window`` seconds, fed with cumulative bytes done."""
+
+    def __init__(self, window: float = 3.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
+        self._clock = clock
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, bytes_done: int) -> float:
+        """Record the cumulative count now; return the current speed in bytes/s."""
+        now = self._clock()
+        if self._samples and bytes_done < self._samples[-1][1]:
+            self._samples.clear()  # the transfer restarted from an earlier offset
+        self._samples.append((now, bytes_done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        return self.rate
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the window (0.0 until two samples exist)."""
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0

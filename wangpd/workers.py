@@ -19,10 +19,11 @@ from typing import Any
 
 from wangpd import transfer
 from wangpd.config import Config
+from wangpd.download import Progress, open_session
 from wangpd.errors import BadState, DiskFull, TransferError, WangpError
 from wangpd.events import EventBus
 from wangpd.layout import Layout
-from wangpd.limiter import RateLimiter
+from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.linker import link_into_place
 from wangpd.models import Job, JobState
 from wangpd.paths import temp_name
@@ -67,7 +68,7 @@ class Engine:
     # ---- lifecycle -----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._session = transfer.open_session(self.config.hub.request_timeout)
+        self._session = open_session(self.config.hub.request_timeout)
         self._loop_task = asyncio.create_task(self._loop(), name="engine")
 
     async def stop(self) -> None:
@@ -299,8 +300,8 @@ class Engine:
         await asyncio.to_thread(build)
         return ("hf-cache" if fetched == 0 else "download"), fetched
 
-    def _progress(self, job: Job) -> transfer.Progress:
-        meter = transfer.SpeedMeter()
+    def _progress(self, job: Job) -> Progress:
+        meter = SpeedMeter()
         last = [0.0]
 
         def report(bytes_done: int) -> None:

@@ -1,0 +1,415 @@
+"""One shaped, resumable, hashed HTTP download into a part file; the only module that uses aiohttp's client.
+
+:func:`download` moves one file into a ``.incomplete`` part: it resumes what is there with ``Range`` (re-hashing
+the part first), draws every byte from the shared limiter, hashes while streaming, checks size and sha256 at the
+end and fsyncs. Renaming the part into place is the caller's job (:mod:`wangpd.transfer`), as are retries.
+:func:`url_metadata` asks a plain URL for its size and validator; :func:`open_session` makes the one client
+session.
+
+Writes and hashing run in a worker thread, one chunk behind the network reads, so a slow disk never blocks the
+event loop and the two overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from wangpd.errors import ChecksumMismatch, DiskFull, TransferError
+from wangpd.hfurl import file_name_of, same_origin
+from wangpd.hub import parse_retry_after
+from wangpd.limiter import RateLimiter
+from wangpd.models import FileMeta
+from wangpd.units import format_bytes
+
+__all__ = ["Downloaded", "Progress", "download", "open_session", "url_metadata"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+_REHASH_BLOCK = 8 * 1024 * 1024
+_MIN_PIECE = 16 * 1024
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """Result of :func:`download`: the whole file's digest and size, and how many bytes this call fetched."""
+
+    sha256: str
+    size: int
+    fetched: int
+
+
+class _Part:
+    """The ``.incomplete`` file plus the running hashes of everything in it. Its methods run in a thread."""
+
+    def __init__(self, path: Path, size_hint: int | None, want_git_sha1: bool) -> None:
+        self.path = path
+        self.size_hint = size_hint
+        self.want_git_sha1 = want_git_sha1 and size_hint is not None
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # close() waits for a write still running in the worker thread: a closed, reused fd must never be written.
+        self.lock = threading.Lock()
+        self.length = 0
+        self.sha256 = hashlib.sha256()
+        self.git_sha1 = self._new_git_sha1()
+
+    def _new_git_sha1(self) -> Any:
+        if not self.want_git_sha1:
+            return None
+        sha1 = hashlib.sha1(usedforsecurity=False)
+        sha1.update(b"blob %d\0" % self.size_hint)
+        return sha1
+
+    def rehash(self, limit: int | None) -> int:
+        """Hash what is already in the file (so the digest covers the whole file); drop anything past ``limit``."""
+        length = os.fstat(self.fd).st_size
+        if limit is not None and length > limit:
+            length = 0  # longer than the file can be: not ours to trust
+            os.ftruncate(self.fd, 0)
+        offset = 0
+        while offset < length:
+            block = os.pread(self.fd, min(_REHASH_BLOCK, length - offset), offset)
+            if not block:
+                break
+            self.update_hashes(block)
+            offset += len(block)
+        if offset != length:
+            os.ftruncate(self.fd, offset)
+        self.length = offset
+        return offset
+
+    def update_hashes(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.git_sha1 is not None:
+            self.git_sha1.update(data)
+
+    def restart(self) -> None:
+        os.ftruncate(self.fd, 0)
+        self.length = 0
+        self.sha256 = hashlib.sha256()
+        self.git_sha1 = self._new_git_sha1()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            if self.fd < 0:
+                return
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            # pwrite at our own offset: a short write leaves a valid prefix that a resume re-hashes.
+            written = os.pwrite(self.fd, view, self.length)
+            self.length += written
+            view = view[written:]
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+def _disk_full(path: Path, exc: OSError) -> DiskFull:
+    return DiskFull(f"{path.parent}: disk full ({exc.strerror}); the partial download is kept and resumes later")
+
+
+def _http_error(status: int, url: str, headers: Mapping[str, str], *, on_hub: bool) -> TransferError:
+    host = urlsplit(url).hostname or url
+    if status == 429:
+        return TransferError(f"{host}: rate limited (429)", retryable=True, retry_after=parse_retry_after(headers))
+    if status in (401, 403):
+        if on_hub:
+            return TransferError(
+                f"{host}: access denied ({status}); run `hf auth login` or set HF_TOKEN, and accept the licence "
+                "on the model page if it has one",
+                retryable=False,
+            )
+        # A CDN's signed URL has probably expired: fresh metadata gives a fresh one.
+        return TransferError(f"{host}: download link refused ({status}), will ask the Hub again", retryable=True)
+    if status in (404, 410):
+        return TransferError(f"{host}: not found ({status}); check the URL", retryable=False)
+    if status >= 500 or status == 408:
+        return TransferError(f"{host}: server error ({status})", retryable=True, retry_after=parse_retry_after(headers))
+    return TransferError(f"{host}: unexpected HTTP status {status}", retryable=False)
+
+
+async def download(
+    meta: FileMeta,
+    dest_incomplete: Path,
+    *,
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    expected_sha256: str | None = None,
+    expected_size: int | None = None,
+    progress: Progress | None = None,
+    stall_timeout: float = 60.0,
+    chunk_size: int = 1024 * 1024,
+    headers: Mapping[str, str] | None = None,
+) -> Downloaded:
+    """Download ``meta.location`` into ``dest_incomplete``, resuming what is already there.
+
+    The existing part is re-hashed first so the sha256 covers the whole file, then the rest is requested with
+    ``Range``; a server that ignores ``Range`` (200) restarts the file from byte 0. Bytes pass through
+    ``limiter`` as they are read. Redirects (the Hub's 302 to its CDN) are followed; the Hub token in
+    ``meta.headers`` is dropped by aiohttp on a redirect to another origin. At the end the size and sha256 (or
+    the git blob id for small non-LFS files) are checked and the file is fsynced; renaming it is the caller's job.
+
+    Raises:
+        TransferError: retryable for stalls (no byte for ``stall_timeout`` s), dropped connections, short bodies,
+            429/5xx; not retryable for 401/403 on the Hub and 404.
+        ChecksumMismatch: the digest is wrong; the part has been deleted (retryable once, see retry_delay).
+        DiskFull: ENOSPC/EDQUOT while writing; the part is kept for a later resume.
+    """
+    want_sha256 = (expected_sha256 or "").lower() or None
+    if want_sha256 and meta.sha256 and want_sha256 != meta.sha256:
+        raise TransferError(
+            f"{meta.url}: the Hub's file has sha256 {meta.sha256}, the definition expects {want_sha256}",
+            retryable=False,
+        )
+    want_sha256 = want_sha256 or meta.sha256
+    if expected_size is not None and meta.size is not None and expected_size != meta.size:
+        raise TransferError(
+            f"{meta.url}: the Hub's file has {meta.size} bytes, the definition expects {expected_size}",
+            retryable=False,
+        )
+    size = meta.size if meta.size is not None else expected_size
+    git_blob_id = meta.git_blob_id if want_sha256 is None else None
+    report = progress or (lambda _done: None)
+
+    dest_incomplete.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        part = _Part(dest_incomplete, size, git_blob_id is not None)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(dest_incomplete, exc) from None
+        raise
+    loop = asyncio.get_running_loop()
+    fetched = 0
+    try:
+        start = await loop.run_in_executor(None, part.rehash, size)
+        report(start)
+        if size is None or start < size:
+            fetched = await _stream(
+                meta, part, session=session, limiter=limiter, report=report, size=size, stall_timeout=stall_timeout,
+                chunk_size=chunk_size, headers=headers,
+            )  # fmt: skip
+        await loop.run_in_executor(None, part.fsync)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(dest_incomplete, exc) from None
+        raise
+    finally:
+        part.close()
+
+    if size is not None and part.length != size:
+        if part.length > size:
+            dest_incomplete.unlink(missing_ok=True)
+        raise TransferError(f"{meta.url}: got {part.length} of {size} bytes; will resume", retryable=True)
+    digest = part.sha256.hexdigest()
+    if want_sha256 and digest != want_sha256:
+        dest_incomplete.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"{meta.url}: sha256 mismatch (expected {want_sha256}, got {digest}); the download was discarded"
+        )
+    if git_blob_id and part.git_sha1 is not None and part.git_sha1.hexdigest() != git_blob_id:
+        dest_incomplete.unlink(missing_ok=True)
+        raise ChecksumMismatch(f"{meta.url}: git blob id mismatch (expected {git_blob_id}); the download was discarded")
+    return Downloaded(sha256=digest, size=part.length, fetched=fetched)
+
+
+class _Writer:
+    """Feeds received bytes to the part in chunks.
+
+    Writing and hashing are two ordered chains in worker threads (both release the GIL), each with one chunk in
+    flight while the loop reads the next: with spare cores, network, disk and sha256 all run at once.
+    """
+
+    def __init__(self, part: _Part, chunk_size: int, report: Progress) -> None:
+        self.part = part
+        self.chunk_size = chunk_size
+        self.report = report
+        self.loop = asyncio.get_running_loop()
+        self.batch: list[bytes] = []
+        self.batch_len = 0
+        self.writing: asyncio.Future[None] | None = None
+        self.hashing: asyncio.Future[None] | None = None
+
+    async def add(self, piece: bytes) -> None:
+        self.batch.append(piece)
+        self.batch_len += len(piece)
+        if self.batch_len >= self.chunk_size:
+            await self._settle()
+            data = b"".join(self.batch) if len(self.batch) > 1 else self.batch[0]
+            self.batch, self.batch_len = [], 0
+            self.writing = self.loop.run_in_executor(None, self.part.write, data)
+            self.hashing = self.loop.run_in_executor(None, self.part.update_hashes, data)
+
+    async def _settle(self) -> None:
+        writing, hashing, self.writing, self.hashing = self.writing, self.hashing, None, None
+        try:
+            if writing is not None:
+                await writing
+        finally:
+            if hashing is not None:
+                await hashing  # never leave a thread updating a hash we might read next
+        if writing is not None:
+            self.report(self.part.length)
+
+    async def flush(self) -> None:
+        """Write everything received so far (also after an error: it is a valid prefix of the file)."""
+        await self._settle()
+        if self.batch:
+            data, self.batch, self.batch_len = b"".join(self.batch), [], 0
+            await self.loop.run_in_executor(None, self.part.write, data)
+            await self.loop.run_in_executor(None, self.part.update_hashes, data)
+            self.report(self.part.length)
+
+
+async def _stream(
+    meta: FileMeta,
+    part: _Part,
+    *,
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    report: Progress,
+    size: int | None,
+    stall_timeout: float,
+    chunk_size: int,
+    headers: Mapping[str, str] | None,
+) -> int:
+    """One GET of the rest of the file into ``part``; returns bytes fetched. Raises like :func:`download`."""
+    loop = asyncio.get_running_loop()
+    url = meta.location
+    on_hub = bool(meta.url) and same_origin(url, meta.url)
+    request_headers = {"Accept-Encoding": "identity", **meta.headers, **(headers or {})}
+    if part.length:
+        request_headers["Range"] = f"bytes={part.length}-"
+    writer = _Writer(part, chunk_size, report)
+    fetched = 0
+    try:
+        async with asyncio.timeout(stall_timeout):
+            response = await session.get(
+                url,
+                headers=request_headers,
+                read_bufsize=max(chunk_size, 64 * 1024),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=stall_timeout),
+            )
+        async with response:
+            if response.status >= 400:
+                raise _http_error(response.status, url, response.headers, on_hub=on_hub)
+            if response.status == 206:
+                match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+                if not match or int(match.group(1)) != part.length:
+                    await loop.run_in_executor(None, part.restart)
+                    raise TransferError(f"{meta.url}: server sent the wrong byte range; restarting", retryable=True)
+            elif response.status == 200:
+                if part.length:
+                    log.info("%s: server ignored Range, restarting from byte 0", meta.url)
+                    await loop.run_in_executor(None, part.restart)
+                    report(0)
+            else:
+                raise TransferError(f"{meta.url}: unexpected HTTP status {response.status}", retryable=True)
+            received = part.length  # the part, then every byte of this response (the writer lags behind)
+            try:
+                while True:
+                    # Under a limit, small reads keep the shaping smooth at 100 ms scale (a 2 MiB read at 5 MiB/s
+                    # would be 400 ms of silence); unlimited, big reads keep the per-byte overhead low.
+                    rate = limiter.rate
+                    most = chunk_size if not rate else min(chunk_size, max(_MIN_PIECE, rate // 100))
+                    async with asyncio.timeout(stall_timeout):
+                        piece = await response.content.read(most)
+                    if not piece:
+                        break
+                    received += len(piece)
+                    if size is not None and received > size:
+                        await writer.flush()
+                        await loop.run_in_executor(None, part.restart)
+                        raise TransferError(f"{meta.url}: server sent more than {size} bytes; restarting")
+                    fetched += len(piece)
+                    await limiter.acquire(len(piece))
+                    await writer.add(piece)
+            finally:
+                # Runs on errors too: every byte that arrived is kept, so the next attempt resumes after it.
+                await writer.flush()
+    except TimeoutError:
+        raise TransferError(
+            f"{meta.url}: stalled, no data for {stall_timeout:g} s after {format_bytes(part.length)}", retryable=True
+        ) from None
+    except aiohttp.TooManyRedirects:
+        raise TransferError(
+            f"{meta.url}: the server redirects in a loop; check hub.endpoint (a mirror or proxy may be misconfigured)",
+            retryable=False,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise TransferError(
+            f"{meta.url}: connection lost after {format_bytes(part.length)} ({type(exc).__name__}); will resume",
+            retryable=True,
+        ) from None
+    if size is not None and part.length < size:
+        raise TransferError(
+            f"{meta.url}: connection closed after {format_bytes(part.length)} of {format_bytes(size)}; will resume",
+            retryable=True,
+        )
+    return fetched
+
+
+async def url_metadata(
+    url: str, *, session: aiohttp.ClientSession, timeout: float = 30.0, expected_sha256: str | None = None
+) -> FileMeta:
+    """HEAD a plain URL (following redirects) for its size and ETag. Raises TransferError like download."""
+    try:
+        async with session.head(
+            url,
+            allow_redirects=True,
+            headers={"Accept-Encoding": "identity"},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            if response.status >= 400:
+                raise _http_error(response.status, url, response.headers, on_hub=False)
+            length = response.headers.get("Content-Length")
+            etag = (response.headers.get("ETag") or "").removeprefix("W/").strip('"')
+    except TimeoutError:
+        raise TransferError(f"{url}: no answer within {timeout:g} s", retryable=True) from None
+    except aiohttp.ClientError as exc:
+        raise TransferError(f"{url}: cannot connect ({type(exc).__name__})", retryable=True) from None
+    return FileMeta(
+        repo="",
+        revision="",
+        path=file_name_of(url),
+        size=int(length) if length and length.isdigit() else None,
+        sha256=(expected_sha256 or "").lower() or None,
+        etag=etag,
+        commit=None,
+        location=url,
+        url=url,
+    )
+
+
+def open_session(request_timeout: float) -> aiohttp.ClientSession:
+    """The one HTTP client session of the daemon's transfers (created here: only this module uses aiohttp's client).
+
+    No total timeout (a 30 GB file takes hours); connect and per-read limits catch dead peers, and the stall timer
+    in :func:`download` catches a body that stops. ``auto_decompress`` is off: bytes are hashed as served.
+    """
+    timeout = aiohttp.ClientTimeout(total=None, connect=request_timeout, sock_connect=request_timeout)
+    connector = aiohttp.TCPConnector(limit=64, ttl_dns_cache=300)
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False, trust_env=True)
