@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from wangpd.catalog import CatalogLoader, choose_variant, load_catalog, read_wan_settings
+from wangpd.catalog import CatalogLoader, load_catalog, read_wan_settings
 from wangpd.models import WanSettings
+from wangpd.resolver import choose_variant
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wan2gp-2026-02"
 CASES = Path(__file__).parent / "catalog_cases"
