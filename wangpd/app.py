@@ -15,6 +15,7 @@ from typing import Any
 from wangpd import __version__
 from wangpd.config import Config, load_config
 from wangpd.control import Control, status_line
+from wangpd.engine import Engine
 from wangpd.errors import AlreadyRunning
 from wangpd.events import EventBus
 from wangpd.keeper import Keeper
@@ -27,7 +28,6 @@ from wangpd.schedule import Bandwidth
 from wangpd.sources import Sources
 from wangpd.store import Store
 from wangpd.watcher import Watcher
-from wangpd.workers import Engine
 
 __all__ = ["Daemon"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from wangpd.handlers import (
+from wangpd.handler_table import (
     HandlerFile,
     HandlerTable,
     load_handler_table,

@@ -3,7 +3,7 @@
 The rules are Wan2GP's own (``../shared/WAN2GP.md``): string references followed (depth limit 10), one variant
 chosen with the settings of ``wgp_config.json`` (:func:`choose_variant`), flat ``ckpts/<name>`` placement,
 ``|<subdir>`` suffixes, text encoder folders, the family's LoRA folder, modules, plus the files Wan2GP's Python
-adds, from the handler table (:mod:`wangpd.handlers`). Reading and merging the JSON files is
+adds, from the handler table (:mod:`wangpd.handler_table`). Reading and merging the JSON files is
 :mod:`wangpd.catalog`'s job; this module never imports it.
 """
 
@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from wangpd import hfurl
 from wangpd.errors import DefinitionError
-from wangpd.handlers import LORA_DIR_PREFIX, Architecture, HandlerFile, HandlerTable, handler_files_for
+from wangpd.handler_table import LORA_DIR_PREFIX, Architecture, HandlerFile, HandlerTable, handler_files_for
 from wangpd.models import ModelDef, WanSettings, WantedFile
 from wangpd.paths import safe_relative
 

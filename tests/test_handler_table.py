@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wangpd.errors import ConfigError
-from wangpd.handlers import condition_holds, default_table_path, handler_files_for, load_handler_table
+from wangpd.handler_table import condition_holds, default_table_path, handler_files_for, load_handler_table
 
 COMMIT = "8681e9f777f9f847f74a0bdefd13d5b9a6efe12d"
 
