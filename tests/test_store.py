@@ -210,3 +210,37 @@ def test_adding_by_hand_approves_a_held_file(store: Store) -> None:
     held, _ = store.add_job(spec("h.bin", batch="b1"), state=S.NEEDS_APPROVAL)
     again, created = store.add_job(spec("h.bin"))
     assert not created and again.id == held.id and again.state is S.QUEUED and again.batch is None
+
+
+def test_every_state_write_goes_through_the_table(store: Store) -> None:
+    # recover, requeue_if_downloading and claim_next used to write states with SQL of their own; they now go
+    # through the one guarded update, which refuses a pair the table does not allow before touching the database.
+    job, _ = store.add_job(JobSpec(url="u", target="/t/x"))
+    with pytest.raises(ValueError, match="complete -> downloading"):
+        store._move(JobState.DOWNLOADING, {JobState.COMPLETE})
+    assert store.get_job(job.id).state is JobState.QUEUED
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.state is JobState.DOWNLOADING and claimed.attempts == 1
+    assert claimed.started_at is not None and claimed.finished_at is None
+    assert store.requeue_if_downloading(job.id) and store.get_job(job.id).speed == 0
+    assert not store.requeue_if_downloading(job.id)  # already queued: nothing to do
+    assert store.claim_next().attempts == 2
+    assert [j.id for j in store.recover()] == [job.id] and store.get_job(job.id).state is JobState.QUEUED
+
+
+def test_the_store_refuses_a_use_from_another_thread(store: Store) -> None:
+    # One connection, used from the event loop's thread: a worker thread that reached for it would race the loop.
+    import threading
+
+    errors: list[BaseException] = []
+
+    def reach() -> None:
+        try:
+            store.counts()
+        except Exception as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=reach)
+    worker.start()
+    worker.join(10)
+    assert errors and "thread" in str(errors[0])

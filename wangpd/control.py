@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from wangpd import __version__, hfurl, protocol
-from wangpd.doctor import run_checks
+from wangpd.doctor import QueueFacts, run_checks
 from wangpd.errors import BadState, ConfigError, InvalidParams
 from wangpd.models import STATE_GROUPS, Job, JobSpec, JobState
 from wangpd.paths import disk_free
@@ -126,7 +126,8 @@ class Control:
     async def doctor(self) -> list[dict[str, Any]]:
         """Setup checks, each {check, level OK/WARN/FAIL, message, fix} (wangpd/doctor.py)."""
         # In a thread: it re-reads the config and walks the watched folders, which must not stall transfers.
-        return await asyncio.to_thread(run_checks, self.daemon)
+        queue = QueueFacts(self.store.counts(), self.store.totals()["remaining_bytes"] or 0)
+        return await asyncio.to_thread(run_checks, self.daemon, queue)
 
     # ---- change --------------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from wangpd.paths import disk_free, nearest_existing
 from wangpd.units import format_bytes
 from wangpd.view import DaemonView
 
-__all__ = ["INOTIFY_WATCHES", "run_checks"]
+__all__ = ["INOTIFY_WATCHES", "QueueFacts", "run_checks"]
 
 INOTIFY_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 SHOW_ERRORS = 3  # model definitions named in the message; `wangpctl models` lists them all
@@ -33,19 +34,28 @@ def _check(name: str, level: str, message: str, fix: str = "") -> dict[str, Any]
     return {"check": name, "level": level, "message": message, "fix": fix}
 
 
-def run_checks(daemon: DaemonView) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class QueueFacts:
+    """What the checks need from the queue database, read by the caller on the event loop's thread (the store's
+    connection is not used from the doctor's worker thread)."""
+
+    counts: dict[str, int]
+    remaining_bytes: int
+
+
+def run_checks(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     """Every check, in the order a person would fix things. Blocking (reads files, walks folders): run it in a
     thread."""
     checks: list[dict[str, Any]] = []
     for step in (_config, _wan2gp, _models, _hf_cache, _token, _invokeai, _disk, _inotify, _watcher, _socket, _queue):
         try:
-            checks += step(daemon)
+            checks += step(daemon, queue)
         except Exception as exc:  # one broken check must not hide the others
             checks.append(_check(step.__name__.strip("_"), "WARN", f"could not check: {type(exc).__name__}: {exc}"))
     return checks
 
 
-def _config(daemon: DaemonView) -> list[dict[str, Any]]:
+def _config(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     path = daemon.config.path
     try:
         load_config(path, environ=daemon.config.environ)
@@ -61,7 +71,7 @@ def _config(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("config", "OK", f"{path} loads")]
 
 
-def _wan2gp(daemon: DaemonView) -> list[dict[str, Any]]:
+def _wan2gp(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     root = daemon.config.wan2gp.directory
     if not root.is_dir():
         return [_check("wan2gp", "FAIL", f"{root} does not exist", "set wan2gp_directory, then `wangpctl reload`")]
@@ -96,7 +106,7 @@ def _wan2gp(daemon: DaemonView) -> list[dict[str, Any]]:
     return checks
 
 
-def _models(daemon: DaemonView) -> list[dict[str, Any]]:
+def _models(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     catalog = daemon.keeper.catalog if daemon.keeper else None
     if catalog is None:
         return [_check("models", "WARN", "the definitions have not been read yet", "wangpctl rescan")]
@@ -137,7 +147,7 @@ def _writable_folder(path: Path) -> tuple[bool, Path]:
     return os.access(probe, os.W_OK | os.X_OK), probe
 
 
-def _hf_cache(daemon: DaemonView) -> list[dict[str, Any]]:
+def _hf_cache(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     cache = daemon.config.hub.cache_dir
     writable, probe = _writable_folder(cache)
     if not writable:
@@ -154,7 +164,7 @@ def _hf_cache(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("hf-cache", "OK", f"{cache} exists and is writable")]
 
 
-def _token(daemon: DaemonView) -> list[dict[str, Any]]:
+def _token(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     if daemon.sources.hub.has_token:
         source = f"from {daemon.config.hub.token_file}" if daemon.config.hub.token_file else "from huggingface_hub"
         return [_check("hf-token", "OK", f"a HuggingFace token is set ({source}; not shown)")]
@@ -168,7 +178,7 @@ def _token(daemon: DaemonView) -> list[dict[str, Any]]:
     ]
 
 
-def _invokeai(daemon: DaemonView) -> list[dict[str, Any]]:
+def _invokeai(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     index = daemon.sources.invokeai
     if index.db_path is None:
         return [_check("invokeai", "OK", "not configured (invokeai_db): nothing reused from InvokeAI")]
@@ -184,9 +194,9 @@ def _invokeai(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("invokeai", "OK", f"{index.db_path} readable: {len(index.models)} model(s) can be reused")]
 
 
-def _disk(daemon: DaemonView) -> list[dict[str, Any]]:
+def _disk(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     reserve = daemon.config.download.free_space_reserve
-    remaining = daemon.store.totals()["remaining_bytes"] or 0
+    remaining = queue.remaining_bytes or 0
     checks = []
     seen: set[int] = set()
     for label, path in (("HF cache", daemon.config.hub.cache_dir), ("Wan2GP", daemon.config.wan2gp.directory)):
@@ -237,7 +247,7 @@ def _watched_dirs(daemon: DaemonView, cap: int) -> int:
     return count
 
 
-def _inotify(daemon: DaemonView) -> list[dict[str, Any]]:
+def _inotify(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     watch = daemon.config.watch
     if not watch.enabled or watch.force_polling:
         return [
@@ -257,7 +267,7 @@ def _inotify(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("inotify", "OK", message)]
 
 
-def _watcher(daemon: DaemonView) -> list[dict[str, Any]]:
+def _watcher(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     if daemon.watcher is None:
         return [
             _check(
@@ -274,7 +284,7 @@ def _watcher(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("watcher", "WARN", text, "check the Wan2GP folder exists; the daemon log says more")]
 
 
-def _socket(daemon: DaemonView) -> list[dict[str, Any]]:
+def _socket(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     path = daemon.config.daemon.socket
     try:
         info = path.stat()
@@ -308,8 +318,8 @@ def _socket(daemon: DaemonView) -> list[dict[str, Any]]:
     return [_check("socket", "OK", text)]
 
 
-def _queue(daemon: DaemonView) -> list[dict[str, Any]]:
-    counts = daemon.store.counts()
+def _queue(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
+    counts = queue.counts
     checks = []
     if daemon.paused:
         checks.append(_check("queue", "WARN", "downloads are paused", "wangpctl resume"))

@@ -105,10 +105,17 @@ class Keeper:
 
         return size_of
 
-    def _plan(self, catalog: Catalog, model_types: Iterable[str] | None = None) -> Plan:
+    def _plan(
+        self, catalog: Catalog, model_types: Iterable[str] | None, size_of: Callable[[WantedFile], int | None]
+    ) -> Plan:
+        """Blocking (walks the folders Wan2GP looks in): run it in a thread, with ``size_of`` read beforehand."""
         exists = scan_present(catalog.wan2gp_dir, catalog)
         linkable = self.sources.linkable if self.sources is not None else (lambda wanted: None)
-        return plan(catalog, exists=exists, size_of=self._size_of(), linkable=linkable, model_types=model_types)
+        return plan(catalog, exists=exists, size_of=size_of, linkable=linkable, model_types=model_types)
+
+    async def _planned(self, catalog: Catalog, model_types: Iterable[str] | None = None) -> Plan:
+        # The known sizes are read here, on the loop's thread, which alone uses the store's connection.
+        return await asyncio.to_thread(self._plan, catalog, model_types, self._size_of())
 
     async def current(self, all_variants: bool | None = None) -> tuple[Catalog, Plan]:
         """A fresh catalog and plan (cheap: the loader re-reads only changed definition files)."""
@@ -116,7 +123,7 @@ class Keeper:
         loader = self._loader(variants)
         async with self._lock:  # a CatalogLoader is not thread-safe: one load at a time
             catalog = await asyncio.to_thread(loader.load)
-        return catalog, await asyncio.to_thread(self._plan, catalog)
+        return catalog, await self._planned(catalog)
 
     # ---- the automatic part --------------------------------------------------------------------------------------
 
@@ -125,7 +132,7 @@ class Keeper:
         async with self._lock:
             loader = self._loader(self.all_variants)
             catalog = await asyncio.to_thread(loader.load, list(changed))
-            current_plan = await asyncio.to_thread(self._plan, catalog)
+            current_plan = await self._planned(catalog)
             previous = self.catalog
             switched = previous is not None and _variant_settings(previous) != _variant_settings(catalog)
             if switched:
@@ -189,7 +196,7 @@ class Keeper:
             # Models added with --all-variants keep every variant, not only the one Wan2GP would load.
             # Called under self._lock (from refresh), which guards every loader.
             wide = await asyncio.to_thread(self._loader(True).load)
-            wide_plan = await asyncio.to_thread(self._plan, wide, [t for t in every_variant if t in wide.models])
+            wide_plan = await self._planned(wide, [t for t in every_variant if t in wide.models])
             seen = {p.file.local for p in candidates}
             candidates += [
                 p
@@ -334,7 +341,7 @@ class Keeper:
         catalog, _ = await self.current(all_variants or None)
         if model_type not in catalog.models:
             raise NotFound(f"unknown model type {model_type!r} (see `wangpctl models --all`)")
-        one = await asyncio.to_thread(self._plan, catalog, [model_type])
+        one = await self._planned(catalog, [model_type])
         data = plan_to_json(one)
         model = catalog.models[model_type]
         data["model"] = {
@@ -349,7 +356,7 @@ class Keeper:
     async def plan_json(self, models: Sequence[str] | None, all_variants: bool) -> dict[str, Any]:
         catalog, _ = await self.current(all_variants)
         selected = self._select(catalog, models) if models else None
-        return plan_to_json(await asyncio.to_thread(self._plan, catalog, selected))
+        return plan_to_json(await self._planned(catalog, selected))
 
     async def add_models(
         self, patterns: Sequence[str], *, all_variants: bool, dry_run: bool, priority: int
@@ -361,7 +368,7 @@ class Keeper:
         selected = self._select(catalog, patterns)
         broken = [f"{t}: {catalog.models[t].error}" for t in selected if catalog.models[t].error]
         usable = [t for t in selected if not catalog.models[t].error]
-        one = await asyncio.to_thread(self._plan, catalog, usable)
+        one = await self._planned(catalog, usable)
         jobs = {self._local_of(job.target): job.state for job in self.store.list_jobs()}
         missing = [
             p

@@ -1,8 +1,12 @@
 """The queue: one SQLite file in WAL mode, all SQL behind :class:`Store`.
 
 Tables keep the seed's names (``download_queue``, ``hf_file_cache``) so its users recognise them. Every state
-change goes through :meth:`Store.transition`, an ``UPDATE ... WHERE state IN (...)`` guarded by one transition
-table; when nothing matched it raises instead of silently doing nothing.
+change (including crash recovery, requeue on halt and claiming) is one ``UPDATE ... WHERE state IN (...)`` built
+by ``Store._move`` from the one transition table (:data:`wangpd.models.TRANSITIONS`); :meth:`Store.transition`
+raises when nothing matched instead of silently doing nothing.
+
+One connection, used from the event loop's thread only: planning and doctor, which run in worker threads, are
+handed what they need from the store before they start.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +113,9 @@ class Store:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                path, isolation_level=None
+            )  # default check_same_thread: a use from another thread raises
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable enough in WAL mode: a power cut can lose the last progress update, never corrupt.
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -150,11 +156,7 @@ class Store:
 
     def recover(self) -> list[Job]:
         """Jobs left ``downloading`` by a crash or kill go back to ``queued``; their partial file stays for resume."""
-        rows = self._db.execute(
-            f"UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE state=? RETURNING {_JOB_COLUMNS}",
-            (JobState.QUEUED, time.time(), JobState.DOWNLOADING),
-        ).fetchall()
-        return [Job.from_row(row) for row in rows]
+        return self._move(JobState.QUEUED, {JobState.DOWNLOADING})
 
     def add_job(self, spec: JobSpec, state: JobState = JobState.QUEUED) -> tuple[Job, bool]:
         """Queue ``spec``; returns (job, created). An existing row for the same target is returned, and revived
@@ -289,12 +291,28 @@ class Store:
         ).fetchone()
         return {"remaining_bytes": int(row[0]), "speed": int(row[1])}
 
-    def transition(self, job_id: int, to_state: JobState, **fields: Any) -> Job:
-        """Move job ``job_id`` to ``to_state`` if the transition table allows it; set ``fields`` in the same
-        statement. Raises NotFound or BadState (naming the current state) when it does not apply."""
-        allowed = TRANSITIONS[to_state]
+    def _move(
+        self,
+        to_state: JobState,
+        from_states: Iterable[JobState],
+        fields: dict[str, Any] | None = None,
+        *,
+        where: str = "",
+        args: Sequence[Any] = (),
+        extra: str = "",
+    ) -> list[Job]:
+        """The one state write: ``UPDATE ... SET state=<to_state>, <fields> WHERE state IN (<from_states>) <where>``.
+
+        ``from_states`` must be allowed by :data:`TRANSITIONS` (a programming error otherwise, raised before any
+        SQL). Timestamps and speed follow the state: started_at when a job starts, finished_at when it ends,
+        speed 0 whenever it is not running. ``extra`` is one more SQL assignment (``attempts=attempts+1``).
+        """
+        allowed = set(from_states)
+        if not allowed <= TRANSITIONS[to_state]:
+            bad = ", ".join(sorted(s.value for s in allowed - TRANSITIONS[to_state]))
+            raise ValueError(f"the transition table does not allow {bad} -> {to_state.value}")
         now = time.time()
-        assignments = {"state": to_state.value, "updated_at": now, **fields}
+        assignments = {"state": to_state.value, "updated_at": now, **(fields or {})}
         if to_state is JobState.DOWNLOADING:
             assignments.setdefault("started_at", now)
         if to_state in FINISHED:
@@ -304,40 +322,40 @@ class Store:
             assignments.setdefault("speed", 0)
             assignments.setdefault("finished_at", None)
         sets, values = _assignments(assignments)
-        row = self._db.execute(
-            f"UPDATE download_queue SET {sets} WHERE id=? AND state IN ({','.join('?' * len(allowed))}) "
-            f"RETURNING {_JOB_COLUMNS}",
-            [*values, job_id, *(s.value for s in allowed)],
-        ).fetchone()
-        if row is None:
+        states = sorted(s.value for s in allowed)
+        rows = self._db.execute(
+            f"UPDATE download_queue SET {sets}{', ' + extra if extra else ''} "
+            f"WHERE state IN ({','.join('?' * len(states))}) {where} RETURNING {_JOB_COLUMNS}",
+            [*values, *states, *args],
+        ).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def transition(self, job_id: int, to_state: JobState, **fields: Any) -> Job:
+        """Move job ``job_id`` to ``to_state`` if the transition table allows it; set ``fields`` in the same
+        statement. Raises NotFound or BadState (naming the current state) when it does not apply."""
+        moved = self._move(to_state, TRANSITIONS[to_state], fields, where="AND id=?", args=[job_id])
+        if not moved:
             current = self.get_job(job_id)  # raises NotFound
             raise BadState(f"job {job_id} is {current.state.value}; it cannot become {to_state.value}")
-        return Job.from_row(row)
+        return moved[0]
 
     def requeue_if_downloading(self, job_id: int) -> bool:
         """Back to queued only if still downloading: a job paused or cancelled meanwhile keeps that state."""
-        return (
-            self._db.execute(
-                "UPDATE download_queue SET state=?, speed=0, updated_at=? WHERE id=? AND state=?",
-                (JobState.QUEUED, time.time(), job_id, JobState.DOWNLOADING),
-            ).rowcount
-            > 0
-        )
+        return bool(self._move(JobState.QUEUED, {JobState.DOWNLOADING}, where="AND id=?", args=[job_id]))
 
     def claim_next(self, exclude: Iterable[int] = ()) -> Job | None:
-        """Atomically take the best queued job and mark it downloading."""
+        """Atomically take the best queued job and mark it downloading (one more attempt)."""
         excluded = list(exclude)
         not_in = f"AND id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
-        now = time.time()
-        row = self._db.execute(
-            f"""UPDATE download_queue SET state=?, started_at=?, updated_at=?, attempts=attempts+1
-                WHERE id = (SELECT id FROM download_queue WHERE state=? {not_in}
-                            ORDER BY priority DESC, id LIMIT 1)
-                  AND state=?
-                RETURNING {_JOB_COLUMNS}""",
-            [JobState.DOWNLOADING, now, now, JobState.QUEUED, *excluded, JobState.QUEUED],
-        ).fetchone()
-        return Job.from_row(row) if row else None
+        moved = self._move(
+            JobState.DOWNLOADING,
+            {JobState.QUEUED},
+            None,
+            where=f"AND id = (SELECT id FROM download_queue WHERE state=? {not_in} ORDER BY priority DESC, id LIMIT 1)",
+            args=[JobState.QUEUED.value, *excluded],
+            extra="attempts=attempts+1",
+        )
+        return moved[0] if moved else None
 
     def update_progress(self, job_id: int, bytes_done: int, speed: float, size: int | None = None) -> None:
         """Progress of a running job. Not a state change: only applies while it is downloading."""
