@@ -109,3 +109,15 @@ def test_socket_from_environment(daemon: DaemonProcess) -> None:
         cwd=str(Path("/")),
     )
     assert result.returncode == 0 and json.loads(result.stdout)["state"] == "running"
+
+
+def test_the_client_formats_bytes_and_rates_as_the_daemon_does() -> None:
+    # wangpctl/fmt.py copies wangpd/units.py's two formatters on purpose (the client imports nothing of the
+    # daemon but protocol.py); this keeps the copies saying the same thing for every magnitude.
+    from wangpctl import fmt
+    from wangpd.units import format_bytes, format_rate
+
+    for count in (None, 0, 1, 1023, 1024, 1536, 10**6, 2**30 - 1, 2**30, 5 * 2**40, 3 * 2**50, -2048):
+        assert fmt.bytes_(count) == format_bytes(count), count
+    for value in (0, 1, 20 * 2**20, 400 * 10**6 / 8):
+        assert fmt.rate(value) == format_rate(value), value

@@ -1,6 +1,6 @@
-"""The HuggingFace Hub, through huggingface_hub: URL mapping, file metadata, token discovery, error mapping.
+"""The HuggingFace Hub, through huggingface_hub: file metadata, folder listings, token discovery, error mapping.
 
-This is the only module that imports huggingface_hub. The bytes themselves move through :mod:`wangpd.transfer`
+This is the only module that imports huggingface_hub. The bytes themselves move through :mod:`wangpd.download`
 (aiohttp, so the shared limiter shapes them); this module only asks the Hub *what* to download and *where from*.
 
 Tokens: huggingface_hub finds one (``HF_TOKEN``, the token saved by ``hf auth login``) unless
