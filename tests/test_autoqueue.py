@@ -244,12 +244,13 @@ def test_model_added_with_all_variants_keeps_every_variant(start: Callable[..., 
         "wan2.2_image2video_14B_high_mbf16.safetensors",
         "wan2.2_image2video_14B_high_quanto_mbf16_int8.safetensors",
     } <= targets
-    # A later rescan keeps them wanted (tracked as manual-all) and queues nothing twice.
+    # A later rescan keeps them wanted (kept by hand, every variant) and queues nothing twice.
     before = len(jobs(daemon))
     daemon.ctl("rescan")
     assert len(jobs(daemon)) == before
     shown = [m for m in daemon.ctl_json("models", "--all", "--filter", "i2v_2_2")["models"] if m["type"] == "i2v_2_2"]
-    assert shown[0]["tracked"] == "manual-all"
+    assert shown[0]["tracked"] == "manual"
+    assert daemon.ctl_json("models", "show", "i2v_2_2")["model"]["kept"]["all_variants"] is True
 
 
 def test_polling_mode_for_network_filesystems(

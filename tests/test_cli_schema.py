@@ -52,6 +52,7 @@ def test_every_output_matches_its_schema(daemon_factory, fake_hub, wan2gp: Path,
     check("pause", "resume")
     check("pause", "pause")
     check("models", "models", "--all")
+    check("models", "models", "--new")
     check("plan", "plan", "--model", "t2v")
     check("plan", "models", "show", "t2v")
     check("rescan", "rescan")
@@ -59,6 +60,7 @@ def test_every_output_matches_its_schema(daemon_factory, fake_hub, wan2gp: Path,
     check("doctor", "doctor", code=0)
     check("error", "retry", "999", code=1)
     check("error", "approve", code=1)
+    check("drop", "drop", "t2v")
     check("clear", "clear", "all")
     check("service_install", "service", "install", "--user", "--dry-run")
 

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
 from wangpd.config import AutoQueueConfig
-from wangpd.models import WantedFile
+from wangpd.models import KeepEntry, ModelDef, WantedFile
 from wangpd.planner import ModelPlan, Plan, PlannedFile
 from wangpd.policy import (
     Approval,
     approval_for,
+    decide_keep,
     files_to_queue,
-    installed,
     matches,
     present_as_itself,
-    tracked_models,
 )
 
 GB = 1000**3
@@ -112,22 +112,6 @@ INSTALL_PLAN = Plan(
 
 
 @pytest.mark.parametrize(
-    ("main_files", "expected"),
-    [
-        (("ckpts/t2v_int8.safetensors",), True),
-        (("ckpts/t2v_bf16.safetensors",), True),  # present through another variant still counts as installed
-        (("ckpts/i2v.safetensors", "ckpts/t2v_int8.safetensors"), True),  # one of them is enough
-        (("ckpts/i2v.safetensors",), False),
-        (("ckpts/flux.safetensors",), False),  # linkable is not installed
-        (("ckpts/unplanned.safetensors",), False),
-        ((), False),
-    ],
-)
-def test_installed(main_files: tuple[str, ...], expected: bool) -> None:
-    assert installed(INSTALL_PLAN, "t2v", main_files) is expected
-
-
-@pytest.mark.parametrize(
     ("planned_file", "expected"),
     [
         (planned("ckpts/a.safetensors", "present"), True),
@@ -140,95 +124,6 @@ def test_installed(main_files: tuple[str, ...], expected: bool) -> None:
 )  # fmt: skip
 def test_present_as_itself(planned_file: PlannedFile, expected: bool) -> None:
     assert present_as_itself(planned_file) is expected
-
-
-# ---- tracked_models ---------------------------------------------------------------------------------------------
-
-# t2v is installed; t2v_1.3B is installed through a variant of its main file; i2v, flux and vace are not;
-# broken failed to resolve.
-TRACK_PLAN = Plan(
-    files=(
-        planned("ckpts/t2v_int8.safetensors", "present", "t2v"),
-        planned("ckpts/t2v13_bf16.safetensors", "present", "t2v_1.3B", present_at="ckpts/t2v13_fp16.safetensors"),
-        planned("ckpts/i2v.safetensors", "missing", "i2v"),
-        planned("ckpts/flux.safetensors", "missing", "flux"),
-        planned("ckpts/vace.safetensors", "linkable", "vace"),
-    ),
-    models={
-        "t2v": model("t2v"),
-        "t2v_1.3B": model("t2v_1.3B"),
-        "i2v": model("i2v"),
-        "flux": model("flux"),
-        "vace": model("vace"),
-        "broken": model("broken", error="defaults/broken.json: no URLs"),
-    },
-)
-MAIN_FILES = {
-    "t2v": ("ckpts/t2v_int8.safetensors",),
-    "t2v_1.3B": ("ckpts/t2v13_bf16.safetensors",),
-    "i2v": ("ckpts/i2v.safetensors",),
-    "flux": ("ckpts/flux.safetensors",),
-    "vace": ("ckpts/vace.safetensors",),
-    "broken": ("ckpts/t2v_int8.safetensors",),  # would count as installed, but it does not resolve
-}
-INSTALLED = {"t2v": "installed", "t2v_1.3B": "installed"}
-
-TRACK_CASES = [
-    # (id, policy, store's tracked_models, new types, expected)
-    ("default: the installed ones", policy(), {}, (), INSTALLED),
-    ("track all: every model that resolves", policy(track="all"), {}, (),
-     {t: "all" for t in ("t2v", "t2v_1.3B", "i2v", "flux", "vace")}),
-    ("track none: nothing", policy(track="none"), {}, (), {}),
-    ("track none plus include", policy(track="none", include=("flux",)), {}, (), {"flux": "include"}),
-    ("include adds to installed (glob)", policy(include=("i2v*",)), {}, (), {**INSTALLED, "i2v": "include"}),
-    ("include names the reason over installed", policy(include=("t2v",)), {}, (),
-     {"t2v": "include", "t2v_1.3B": "installed"}),
-    ("include names the reason over all", policy(track="all", include=("flux",)), {}, (),
-     {"t2v": "all", "t2v_1.3B": "all", "i2v": "all", "flux": "include", "vace": "all"}),
-    ("exclude removes installed (glob)", policy(exclude=("t2v*",)), {}, (), {}),
-    ("exclude removes from all", policy(track="all", exclude=("t2v*", "vace")), {}, (), {"i2v": "all", "flux": "all"}),
-    ("exclude wins over include", policy(include=("flux",), exclude=("flux",)), {}, (), INSTALLED),
-    ("globs are case-sensitive", policy(track="none", include=("T2V*",)), {}, (), {}),
-    ("manual: added by hand", policy(), {"flux": "manual"}, (), {**INSTALLED, "flux": "manual"}),
-    ("manual-all keeps its reason", policy(), {"flux": "manual-all"}, (), {**INSTALLED, "flux": "manual-all"}),
-    ("manual wins over exclude", policy(exclude=("*",)), {"flux": "manual"}, (), {"flux": "manual"}),
-    ("manual wins over track none", policy(track="none"), {"i2v": "manual-all"}, (), {"i2v": "manual-all"}),
-    ("manual wins over include's reason", policy(include=("flux",)), {"flux": "manual"}, (),
-     {**INSTALLED, "flux": "manual"}),
-    ("a tracked type no longer defined is dropped", policy(), {"gone": "manual"}, (), INSTALLED),
-    ("new type, new_models queue", policy(), {}, ("flux",), {**INSTALLED, "flux": "new"}),
-    ("new type, new_models ignore", policy(new_models="ignore"), {}, ("flux",), INSTALLED),
-    ("new and installed: new first", policy(), {}, ("t2v",), {"t2v": "new", "t2v_1.3B": "installed"}),
-    ("new type under track all: all", policy(track="all", exclude=("t2v*", "vace", "i2v")), {}, ("flux",),
-     {"flux": "all"}),
-    ("new type excluded", policy(exclude=("flux",)), {}, ("flux",), INSTALLED),
-    ("new type under track none is not queued", policy(track="none"), {}, ("flux",), {}),
-    ("new type that is broken", policy(), {}, ("broken",), INSTALLED),
-    ("auto (queued earlier as new) stays tracked", policy(), {"i2v": "auto"}, (), {**INSTALLED, "i2v": "tracked"}),
-    ("auto under new_models ignore stays tracked", policy(new_models="ignore"), {"i2v": "auto"}, (),
-     {**INSTALLED, "i2v": "tracked"}),
-    ("auto and installed: tracked first", policy(), {"t2v": "auto"}, (), {"t2v": "tracked", "t2v_1.3B": "installed"}),
-    ("auto and new: new first", policy(), {"flux": "auto"}, ("flux",), {**INSTALLED, "flux": "new"}),
-    ("auto under track none is dropped", policy(track="none"), {"i2v": "auto"}, (), {}),
-    ("auto excluded is dropped", policy(exclude=("i2v",)), {"i2v": "auto"}, (), INSTALLED),
-    ("broken is never tracked, even by hand", policy(track="all", include=("broken",)), {"broken": "manual"}, (),
-     {t: "all" for t in ("t2v", "t2v_1.3B", "i2v", "flux", "vace")}),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("auto_queue", "manual", "new_types", "expected"),
-    [case[1:] for case in TRACK_CASES],
-    ids=[case[0] for case in TRACK_CASES],
-)
-def test_tracked_models(
-    auto_queue: AutoQueueConfig, manual: Mapping[str, str], new_types: tuple[str, ...], expected: dict[str, str]
-) -> None:
-    assert tracked_models(TRACK_PLAN, MAIN_FILES, auto_queue, manual, new_types) == expected
-
-
-def test_tracked_models_without_main_files_is_not_installed() -> None:
-    assert tracked_models(TRACK_PLAN, {}, policy(), {}) == {}
 
 
 # ---- files_to_queue ---------------------------------------------------------------------------------------------
@@ -367,3 +262,122 @@ def test_approval_for_takes_any_iterable_once() -> None:
     assert approval_for(files, policy(), None, RESERVE) == Approval(
         True, "1 file size(s) unknown (Hub not reachable?)", 1 * GB, 1
     )
+
+
+# ---- decide_keep (the keep-set) -----------------------------------------------------------------------------------
+
+
+def _model(model_type: str, *, folder: str = "defaults", visible: bool = True, error: str | None = None) -> ModelDef:
+    return ModelDef(
+        model_type=model_type,
+        name=model_type,
+        architecture="t2v",
+        family="wan",
+        definition_files=(Path(f"/w/{folder}/{model_type}.json"),),
+        visible=visible,
+        error=error,
+    )
+
+
+KEEP_MODELS = {
+    "t2v": _model("t2v"),
+    "vace": _model("vace"),
+    "flux": _model("flux"),
+    "tune": _model("tune", folder="finetunes"),
+    "hidden": _model("hidden", visible=False),
+    "broken": _model("broken", error="defaults/broken.json: URLs: bad"),
+}
+
+
+def _entry(reason: str, **fields: object) -> KeepEntry:
+    return dataclasses.replace(KeepEntry("x", reason, False, 1.0, 1.0, (), None), **fields)
+
+
+@pytest.mark.parametrize(
+    ("name", "auto", "remembered", "traces", "installed", "new", "kept", "joining"),
+    [
+        ("nothing says so", {}, {}, {}, (), (), {}, {}),
+        ("installed joins", {}, {}, {}, ("t2v",), (), {"t2v": "installed"}, {"t2v": "installed"}),
+        ("remembered stays though nothing is on disk", {}, {"t2v": "installed"}, {}, (), (), {"t2v": "installed"}, {}),
+        (
+            "a stronger trace upgrades",
+            {},
+            {"t2v": "installed"},
+            {"t2v": "used"},
+            ("t2v",),
+            (),
+            {"t2v": "used"},
+            {"t2v": "used"},
+        ),
+        ("manual wins over exclude", {"exclude": ("t*",)}, {"t2v": "manual"}, {}, (), (), {"t2v": "manual"}, {}),
+        (
+            "exclude beats every automatic reason",
+            {"exclude": ("t2v",)},
+            {"t2v": "used"},
+            {"t2v": "used"},
+            ("t2v",),
+            (),
+            {},
+            {},
+        ),
+        ("a refusal holds against traces", {}, {"t2v": "dropped"}, {"t2v": "transformer_types"}, ("t2v",), (), {}, {}),
+        ("a rejected new model is not proposed again", {}, {"flux": "rejected"}, {}, (), ("flux",), {}, {}),
+        (
+            "track none: manual and include only",
+            {"track": "none", "include": ("flux",)},
+            {"t2v": "installed", "vace": "manual"},
+            {"t2v": "used"},
+            ("t2v",),
+            ("tune",),
+            {"vace": "manual", "flux": "include"},
+            {"flux": "include"},
+        ),
+        (
+            "track all is live, never remembered",
+            {"track": "all"},
+            {},
+            {},
+            (),
+            (),
+            {t: "all" for t in ("t2v", "vace", "flux", "tune", "hidden")},
+            {},
+        ),
+        (
+            "a new default is new, a new finetune is asked for",
+            {},
+            {},
+            {},
+            (),
+            ("flux", "tune"),
+            {"flux": "new", "tune": "finetune"},
+            {"flux": "new", "tune": "finetune"},
+        ),
+        ("new_models ignore", {"new_models": "ignore"}, {}, {}, (), ("flux",), {}, {}),
+        ("a hidden new model is not proposed", {}, {}, {}, (), ("hidden",), {}, {}),
+        (
+            "a hidden model with a strong trace is kept",
+            {},
+            {},
+            {"hidden": "queued"},
+            (),
+            (),
+            {"hidden": "queued"},
+            {"hidden": "queued"},
+        ),
+        ("a broken definition is never kept", {}, {"broken": "manual"}, {"broken": "used"}, ("broken",), (), {}, {}),
+    ],
+)
+def test_decide_keep(name, auto, remembered, traces, installed, new, kept, joining) -> None:
+    memory = {t: dataclasses.replace(_entry(r), model_type=t) for t, r in remembered.items()}
+    decision = decide_keep(KEEP_MODELS, memory, policy(**auto), traces=traces, installed=installed, new_types=new)
+    assert decision.kept == kept, name
+    assert decision.joining == joining, name
+
+
+def test_decide_keep_reports_gone_definitions_once() -> None:
+    memory = {
+        "old": dataclasses.replace(_entry("used"), model_type="old"),
+        "older": dataclasses.replace(_entry("used"), model_type="older", gone_at=5.0),
+        "refused": dataclasses.replace(_entry("dropped"), model_type="refused"),
+    }
+    assert decide_keep(KEEP_MODELS, memory, policy()).gone == ["old"]  # already reported, refused: not again

@@ -201,6 +201,9 @@ def model(type: str, present: int, total: int, **fields: Any) -> dict[str, Any]:
         "linkable": 0,
         "complete": present == total,
         "tracked": None,
+        "kept_since": None,
+        "new_since": None,
+        "visible": True,
         "error": None,
         "warnings": [],
     }
@@ -273,6 +276,17 @@ def show_result(**model_fields: Any) -> dict[str, Any]:
             "error": None,
             "warnings": [],
             "definition_files": ["/srv/wan2gp/defaults/t2v.json", "/srv/wan2gp/finetunes/t2v.json"],
+            "tracked": "used",
+            "kept": {
+                "reason": "used",
+                "kept": True,
+                "since": 1767225600.0,
+                "all_variants": False,
+                "files": [],
+                "gone_at": None,
+            },
+            "hints": None,
+            "visible": True,
             **model_fields,
         },
     }
@@ -283,10 +297,23 @@ def test_models_show_header_definitions_and_file_table() -> None:
     lines = render.models_show(show_result(), "t2v").splitlines()
     assert lines[0] == "t2v: Wan2.1 Text2Video 14B (wan)"
     assert lines[1] == "defined in: /srv/wan2gp/defaults/t2v.json, /srv/wan2gp/finetunes/t2v.json"
-    assert cells(lines[2]) == ["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"]
+    assert lines[2].startswith("kept complete: used since 2026-01-01") or lines[2].startswith(
+        "kept complete: used since 2025-12-31"
+    )
+    assert cells(lines[3]) == ["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"]
     present = ["present", "28.0 GiB", "ckpts/wan2.1_t2v_14B_bf16.safetensors", "DeepBeepMeep/Wan2.1", "main"]
-    assert cells(lines[3]) == present
-    assert cells(lines[4]) == ["missing", "?", "ckpts/umt5-xxl_bf16.safetensors"]
+    assert cells(lines[4]) == present
+    assert cells(lines[5]) == ["missing", "?", "ckpts/umt5-xxl_bf16.safetensors"]
+
+
+def test_models_show_says_why_a_model_is_not_kept_and_its_weak_hints() -> None:
+    refused = {"reason": "dropped", "kept": False, "since": 1.0, "all_variants": False, "files": [], "gone_at": None}
+    text = render.models_show(show_result(tracked=None, kept=refused, hints="last model shown", visible=False), "t2v")
+    assert "not kept: dropped by the user (wangpctl add t2v keeps it again)" in text
+    assert "hint: last model shown (a weak trace: never a reason to download)" in text
+    assert "hidden in Wan2GP's model list" in text
+    never = render.models_show(show_result(tracked=None, kept=None), "t2v")
+    assert "not kept: nothing says this user needs it" in never
 
 
 def test_models_show_puts_errors_and_warnings_before_the_files() -> None:
@@ -310,17 +337,39 @@ def test_plan_counts_statuses_in_name_order_and_missing_bytes() -> None:
 # ---- rescan, approvals, limit, reload, version --------------------------------------------------------------------
 
 
-def test_rescan_mentions_a_held_batch_only_when_there_is_one() -> None:
-    assert render.rescan(checked({"queued": 3, "bytes": GIB}, "rescan")) == "rescanned: 3 file(s) queued"
-    held = checked({"queued": 2, "bytes": GIB, "approval": True, "batch": "auto-1"}, "rescan")
-    assert render.rescan(held) == "rescanned: 2 file(s) queued, held for approval as batch auto-1"
+def test_rescan_says_what_it_queued_per_model_and_what_it_holds() -> None:
+    assert render.rescan(checked({"queued": 0, "bytes": 0, "batches": []}, "rescan")) == "rescanned: 0 file(s) queued"
+    batch = {"files": 2, "bytes": GIB, "reason": "within auto_queue.max_auto_bytes"}
+    result = {
+        "queued": 5,
+        "bytes": 3 * GIB,
+        "approval": True,
+        "batch": "b2",
+        "batches": [
+            {**batch, "model": "t2v", "kept": "installed", "approval": False, "batch": None},
+            {
+                **batch,
+                "model": "ltx2_22B",
+                "kept": "new",
+                "files": 3,
+                "approval": True,
+                "batch": "b2",
+                "reason": "over",
+            },
+        ],
+    }
+    lines = render.rescan(checked(result, "rescan")).splitlines()
+    assert lines[0] == "rescanned: 5 file(s) for 2 model(s), 1 held"
+    assert lines[1] == "  t2v (installed): 2 file(s), 1.0 GiB, queued"
+    assert lines[2] == "  ltx2_22B (new): 3 file(s), 1.0 GiB, held as b2 (over)"
+    assert "wangpctl approve BATCH|GLOB" in lines[3]
 
 
 def test_approve_and_reject_count_files_and_bytes() -> None:
-    approved = checked({"approved": 3, "bytes": 5 * GIB, "batch": "auto-1"}, "approve")
-    assert render.approve(approved) == "approved 3 file(s), 5.0 GiB"
-    rejected = checked({"rejected": 1, "bytes": 512, "batch": None}, "reject")
-    assert render.reject(rejected) == "rejected 1 file(s), 512 B"
+    approved = checked({"approved": 3, "bytes": 5 * GIB, "batch": "b1", "models": ["t2v"]}, "approve")
+    assert render.approve(approved) == "approved 3 file(s), 5.0 GiB for t2v"
+    rejected = checked({"rejected": 1, "bytes": 512, "batch": None, "models": ["flux"]}, "reject")
+    assert render.reject(rejected) == "rejected 1 file(s), 512 B; no longer kept: flux"
 
 
 def test_limit_with_schedule_windows_and_the_next_switch() -> None:
@@ -384,7 +433,14 @@ def test_status_without_colour_when_no_color_is_set(monkeypatch: pytest.MonkeyPa
             "disk_free": {"wan2gp": 500 * GIB, "hf_cache": 200 * GIB},
             "batches": {},
             "watcher": {"state": "watching"},
-            "auto_queue": {"track": "used", "new_models": "ask", "max_auto_bytes": 50 * GIB, "require_approval": True},
+            "auto_queue": {
+                "track": "used",
+                "new_models": "ask",
+                "max_auto_bytes": 50 * GIB,
+                "require_approval": True,
+                "kept": {"manual": 1},
+                "gone": [],
+            },
             "last_errors": [],
         },
         "status",

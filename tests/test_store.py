@@ -33,9 +33,9 @@ def spec(name: str = "a.safetensors", **kw: object) -> JobSpec:
 def test_schema_has_the_seed_tables_in_wal_mode(store: Store, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "state" / "hfcache.db")
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"download_queue", "hf_file_cache", "settings"} <= tables
+    assert {"download_queue", "hf_file_cache", "settings", "keep_set"} <= tables
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_add_is_idempotent_per_target_and_merges_wanted_by(store: Store) -> None:
@@ -147,17 +147,17 @@ def test_priority_top_bottom(store: Store) -> None:
     assert store.claim_next().id == b.id  # type: ignore[union-attr]
 
 
-def test_settings_and_tracked_models_survive_reopen(tmp_path: Path) -> None:
+def test_settings_and_the_keep_set_survive_reopen(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "q.db")
     store.set_setting("paused", True)
     store.set_setting("manual_limit", [1000, time.time()])
-    store.track_model("t2v", "manual")
-    store.track_model("t2v", "auto")  # never downgrades a manual choice
+    store.keep("t2v", "manual")
+    store.keep("t2v", "new")  # never downgrades a manual choice
     store.close()
     store = Store.open(tmp_path / "q.db")
     assert store.get_setting("paused") is True
     assert store.get_setting("manual_limit")[0] == 1000
-    assert store.tracked_models() == {"t2v": "manual"}
+    assert {t: e.reason for t, e in store.keep_set().items()} == {"t2v": "manual"}
 
 
 def test_metadata_cache_respects_age(store: Store) -> None:
@@ -244,3 +244,51 @@ def test_the_store_refuses_a_use_from_another_thread(store: Store) -> None:
     worker.start()
     worker.join(10)
     assert errors and "thread" in str(errors[0])
+
+
+def test_v1_tracked_models_become_the_keep_set(tmp_path: Path) -> None:
+    # A queue database of the first release (schema 1): what was added by hand stays manual (with its variant
+    # choice); an automatically tracked new model stays kept, as 'new'.
+    from wangpd.store import _MIGRATIONS
+
+    path = tmp_path / "hfcache.db"
+    db = sqlite3.connect(path)
+    db.executescript(_MIGRATIONS[0] + ";PRAGMA user_version=1;")
+    db.executemany(
+        "INSERT INTO tracked_models VALUES (?,?,?)",
+        [("t2v", "manual", 10.0), ("flux", "manual-all", 20.0), ("x", "auto", 30.0)],
+    )
+    db.commit()
+    db.close()
+    store = Store.open(path)
+    kept = store.keep_set()
+    assert {t: (e.reason, e.all_variants, e.since) for t, e in kept.items()} == {
+        "t2v": ("manual", False, 10.0),
+        "flux": ("manual", True, 20.0),
+        "x": ("new", False, 30.0),
+    }
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_keep_reasons_only_strengthen_and_refusals_hold(store: Store) -> None:
+    store.keep("t2v", "installed")
+    first = store.keep_set()["t2v"]
+    store.keep("t2v", "used")
+    assert store.keep_set()["t2v"].reason == "used" and store.keep_set()["t2v"].since == first.since
+    store.keep("t2v", "installed")  # weaker: the stronger reason stays
+    assert store.keep_set()["t2v"].reason == "used"
+    store.refuse("t2v", "dropped")
+    assert not store.keep_set()["t2v"].kept
+    store.keep("t2v", "used")  # an automatic signal never overrides the user's no
+    assert store.keep_set()["t2v"].reason == "dropped"
+    store.keep("t2v", "manual", all_variants=True)  # wangpctl add does
+    entry = store.keep_set()["t2v"]
+    assert entry.kept and entry.reason == "manual" and entry.all_variants and entry.since > first.since
+    store.keep("t2v", "new")  # all_variants untouched when not given
+    assert store.keep_set()["t2v"].all_variants
+    store.set_kept_files({"t2v": ["ckpts/b", "ckpts/a"]})
+    store.mark_gone(["t2v"])
+    entry = store.keep_set()["t2v"]
+    assert entry.files == ("ckpts/a", "ckpts/b") and entry.gone_at is not None
+    with pytest.raises(ValueError):
+        store.keep("t2v", "because")

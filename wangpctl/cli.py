@@ -350,16 +350,21 @@ def reload(ctx: Ctx) -> None:
 @cli.group(invoke_without_command=True)
 @click.option("--filter", "filter_", metavar="TEXT", help="Substring of type/name/family, or a glob on the type.")
 @click.option("--missing/--all", "missing", default=True, help="Only models missing files (default), or all.")
+@click.option("--new", "new", is_flag=True, help="Only model types that appeared while wangpd watched, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.pass_context
-def models(click_ctx: click.Context, filter_: str | None, missing: bool, as_json: bool) -> None:
-    """Wan2GP's model types: files present/total and what is missing (the seed's Models tab)."""
+def models(click_ctx: click.Context, filter_: str | None, missing: bool, new: bool, as_json: bool) -> None:
+    """Wan2GP's model types: files present/total, what is missing, and whether it is kept complete and why
+    (the seed's Models tab)."""
     if click_ctx.invoked_subcommand is not None:
         return
     ctx: Ctx = click_ctx.find_object(Ctx)  # type: ignore[assignment]
     ctx.as_json = ctx.as_json or as_json
-    result = ctx.call("models.list", filter=filter_, missing=missing)
-    ctx.out(result, lambda r: render.models(r, missing=missing, filtered=bool(filter_), colour=ctx.colour))
+    result = ctx.call("models.list", filter=filter_, missing=missing, new=new)
+    ctx.out(
+        result,
+        lambda r: render.models(r, missing=missing and not new, filtered=bool(filter_) or new, colour=ctx.colour),
+    )
 
 
 @command(models, "show")
@@ -386,17 +391,27 @@ def rescan(ctx: Ctx) -> None:
 
 
 @command(cli)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, metavar="[BATCH|GLOB]")
 def approve(ctx: Ctx, batch: str | None) -> None:
-    """Start an automatic batch held for approval (every held batch when none is named)."""
+    """Start files held for approval: every held batch, one batch (b7), or the batches of the model types a glob
+    names (wangpctl approve 'ltx2_*')."""
     ctx.out(ctx.call("approve", batch=batch), render.approve)
 
 
 @command(cli)
-@click.argument("batch", required=False)
+@click.argument("batch", required=False, metavar="[BATCH|GLOB]")
 def reject(ctx: Ctx, batch: str | None) -> None:
-    """Drop an automatic batch held for approval; its files are not proposed again."""
+    """Drop files held for approval (every batch, one batch, or a model-type glob); their models leave the
+    keep-set and are not proposed again (`wangpctl add TYPE` still can)."""
     ctx.out(ctx.call("reject", batch=batch), render.reject)
+
+
+@command(cli)
+@click.argument("types", nargs=-1, required=True, metavar="TYPE...")
+def drop(ctx: Ctx, types: tuple[str, ...]) -> None:
+    """Stop keeping model types complete (globs allowed): their jobs stop, nothing is fetched for them again
+    unless added by hand. Says which of their files no kept model needs any more; deletes nothing."""
+    ctx.out(ctx.call("models.drop", types=list(types)), render.drop)
 
 
 # ---- follow, doctor ------------------------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["bytes_", "colour", "duration", "eta", "rate", "strip_ansi", "table", "use_colour"]
+__all__ = ["bytes_", "colour", "duration", "eta", "rate", "strip_ansi", "table", "use_colour", "when"]
 
 
 def bytes_(count: float | None) -> str:
@@ -36,6 +37,11 @@ def duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def when(timestamp: float) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM``."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 def eta(remaining: float | None, speed: float | None) -> str:

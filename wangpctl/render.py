@@ -241,6 +241,18 @@ def models_show(r: dict[str, Any], model_type: str) -> str:
     for warning in model.get("warnings") or []:
         lines.append(f"warning: {warning}")
     lines.append("defined in: " + ", ".join(model["definition_files"]))
+    kept = model.get("kept")
+    if model.get("tracked"):
+        since = f" since {fmt.when(kept['since'])}" if kept and kept.get("since") else ""
+        lines.append(f"kept complete: {model['tracked']}{since}")
+    elif kept and not kept.get("kept"):
+        lines.append(f"not kept: {kept['reason']} by the user (wangpctl add {model_type} keeps it again)")
+    else:
+        lines.append("not kept: nothing says this user needs it (wangpctl add keeps it)")
+    if model.get("hints"):
+        lines.append(f"hint: {model['hints']} (a weak trace: never a reason to download)")
+    if model.get("visible") is False:
+        lines.append("hidden in Wan2GP's model list (visible: false)")
     rows = [
         [
             f["status"],
@@ -266,17 +278,46 @@ def plan(r: dict[str, Any]) -> str:
 
 
 def rescan(r: dict[str, Any]) -> str:
-    return f"rescanned: {r.get('queued', 0)} file(s) queued" + (
-        f", held for approval as batch {r['batch']}" if r.get("approval") else ""
-    )
+    """One line; then one per model whose files were proposed (queued, or held as its own batch)."""
+    batches = r.get("batches") or []
+    held = [b for b in batches if b["approval"]]
+    if not batches:
+        return f"rescanned: {r.get('queued', 0)} file(s) queued" + (
+            f", held for approval as batch {r['batch']}" if r.get("approval") else ""
+        )
+    lines = [
+        f"rescanned: {r.get('queued', 0)} file(s) for {len(batches)} model(s)" + (f", {len(held)} held" if held else "")
+    ]
+    for b in batches:
+        verb = f"held as {b['batch']} ({b['reason']})" if b["approval"] else "queued"
+        lines.append(f"  {b['model']} ({b['kept']}): {b['files']} file(s), {fmt.bytes_(b['bytes'])}, {verb}")
+    if held:
+        lines.append("approve with: wangpctl approve BATCH|GLOB (or reject)")
+    return "\n".join(lines)
 
 
 def approve(r: dict[str, Any]) -> str:
-    return f"approved {r['approved']} file(s), {fmt.bytes_(r['bytes'])}"
+    models = r.get("models") or []
+    return f"approved {r['approved']} file(s), {fmt.bytes_(r['bytes'])}" + (
+        f" for {', '.join(models)}" if models else ""
+    )
 
 
 def reject(r: dict[str, Any]) -> str:
-    return f"rejected {r['rejected']} file(s), {fmt.bytes_(r['bytes'])}"
+    models = r.get("models") or []
+    return f"rejected {r['rejected']} file(s), {fmt.bytes_(r['bytes'])}" + (
+        f"; no longer kept: {', '.join(models)}" if models else ""
+    )
+
+
+def drop(r: dict[str, Any]) -> str:
+    """``models.drop``: what stopped, and the files no kept model needs (left on disk)."""
+    lines = [f"dropped {', '.join(r['dropped'])}: {len(r['stopped'])} job(s) stopped"]
+    if r["unneeded"]:
+        total = sum(item["size"] or 0 for item in r["unneeded"])
+        lines.append(f"{len(r['unneeded'])} file(s), {fmt.bytes_(total)}, no kept model needs any more (left on disk):")
+        lines += [f"  {item['local']}  {fmt.bytes_(item['size'])}" for item in r["unneeded"]]
+    return "\n".join(lines)
 
 
 # ---- doctor, service ---------------------------------------------------------------------------------------------

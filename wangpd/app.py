@@ -109,7 +109,9 @@ class Daemon:
         # One Hub client, HF cache and InvokeAI index, shared by planning (keeper) and fetching (engine).
         self.sources = Sources(cfg, self.store)
         await asyncio.to_thread(self.sources.refresh_invokeai)
-        self.keeper = Keeper(cfg, self.store, self.events, self.sources, wake=lambda: self.job_changed(None))
+        self.keeper = Keeper(
+            cfg, self.store, self.events, self.sources, wake=lambda: self.job_changed(None), stop_job=self.job_changed
+        )
         self.engine = Engine(cfg, self.store, self.events, self.sources, layout=self.keeper.layout, paused=self.paused)
         self._exit.push_async_callback(self._stop_engine)
         self.bandwidth = Bandwidth(

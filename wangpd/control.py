@@ -244,10 +244,11 @@ class Control:
 
     # ---- models (catalog + planner) -------------------------------------------------------------------------------
 
-    async def models_list(self, filter: str | None = None, missing: bool = True) -> dict[str, Any]:
+    async def models_list(self, filter: str | None = None, missing: bool = True, new: bool = False) -> dict[str, Any]:
         """Model types with files present/total and missing bytes. ``filter``: substring, or a glob on the type;
-        ``missing`` (default) lists only models that miss files (or fail to resolve)."""
-        rows = await self.daemon.keeper.models_list(filter, missing)
+        ``missing`` (default) lists only models that miss files (or fail to resolve); ``new``: only the model
+        types that appeared while wangpd was watching (a Wan2GP update, a new finetune), newest first."""
+        rows = await self.daemon.keeper.models_list(filter, missing, new)
         return {"models": rows, "count": len(rows)}
 
     async def models_show(self, type: str, all_variants: bool = False) -> dict[str, Any]:
@@ -261,6 +262,13 @@ class Control:
             raise InvalidParams("types must be a list of model type names")
         return await self.daemon.keeper.add_models(types, all_variants=all_variants, dry_run=dry_run, priority=priority)
 
+    async def models_drop(self, types: list) -> dict[str, Any]:
+        """Take model types (globs allowed) out of the keep-set: their jobs stop, nothing is fetched for them
+        again unless added by hand; says which of their files on disk no kept model needs (deletes nothing)."""
+        if not types or not all(isinstance(t, str) and t for t in types):
+            raise InvalidParams("types must be a non-empty list of model type names")
+        return await self.daemon.keeper.drop_models(types)
+
     async def plan(self, models: list | None = None, all_variants: bool = False) -> dict[str, Any]:
         """The full plan: every wanted file with its status (present / linkable / missing)."""
         return await self.daemon.keeper.plan_json(models, all_variants)
@@ -270,11 +278,12 @@ class Control:
         return await self.daemon.rescan("rescan")
 
     async def approve(self, batch: str | None = None) -> dict[str, Any]:
-        """Start a held automatic batch (all held batches when none is named)."""
+        """Start held automatic batches: all, one batch id (``b7``), or a model-type glob (``'ltx2_*'``)."""
         return self.daemon.keeper.decide_batch(batch, approve=True)
 
     async def reject(self, batch: str | None = None) -> dict[str, Any]:
-        """Drop a held automatic batch; its files are not proposed again (`wangpctl add` still can)."""
+        """Drop held automatic batches (all, a batch id or a model-type glob); their models leave the keep-set and
+        are not proposed again (`wangpctl add` still can)."""
         return self.daemon.keeper.decide_batch(batch, approve=False)
 
     async def reload(self) -> dict[str, Any]:

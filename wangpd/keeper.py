@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
 from wangpd.layout import Layout
-from wangpd.models import DEFAULT_SETTINGS, JobSpec, JobState, WantedFile
+from wangpd.models import DEFAULT_SETTINGS, Job, JobSpec, JobState, KeepEntry, WantedFile
 from wangpd.paths import disk_free
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
 from wangpd.sources import Sources
@@ -32,6 +34,9 @@ from wangpd.units import format_bytes
 __all__ = ["Keeper"]
 
 log = logging.getLogger(__name__)
+
+_BATCH_RE = re.compile(r"b\d+")
+QUEUED_PRIORITY = 100  # files of models pending in Wan2GP's queue.zip: first in the queue
 
 
 def _variant_settings(catalog: Catalog) -> dict[str, str]:
@@ -54,6 +59,7 @@ class Keeper:
         sources: Sources | None = None,
         *,
         wake: Callable[[], None] = lambda: None,
+        stop_job: Callable[[Job], None] = lambda job: None,
     ) -> None:
         """``sources`` answers "is this file already somewhere?" and "how big is it?" (None: nowhere, unknown: a
         keeper that only plans); ``wake`` tells the engine new work was queued."""
@@ -62,6 +68,7 @@ class Keeper:
         self.events = events
         self.sources = sources
         self.wake = wake
+        self.stop_job = stop_job  # a job the keeper cancelled may be running: the engine stops its transfer
         self._loaders: dict[bool, CatalogLoader] = {}
         self.catalog: Catalog | None = None
         self.plan: Plan | None = None
@@ -69,6 +76,7 @@ class Keeper:
         self.orphans: list[str] = []
         self.last_refresh: float | None = None
         self.last_decision: str | None = None
+        self.hints: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._announced: set[tuple[str, str | None]] = set()
 
@@ -128,7 +136,8 @@ class Keeper:
     # ---- the automatic part --------------------------------------------------------------------------------------
 
     async def refresh(self, changed: Iterable[Path] = (), why: str = "rescan") -> dict[str, Any]:
-        """Re-read definitions (``changed`` ones first), re-plan, and queue what tracked models now miss."""
+        """Re-read definitions (``changed`` ones first), re-plan, update the keep-set and queue what kept models
+        now miss: one batch per model, within one automatic budget for the whole change."""
         async with self._lock:
             loader = self._loader(self.all_variants)
             catalog = await asyncio.to_thread(loader.load, list(changed))
@@ -137,42 +146,80 @@ class Keeper:
             switched = previous is not None and _variant_settings(previous) != _variant_settings(catalog)
             if switched:
                 log.info(
-                    "wgp_config.json now asks for %s: the newly chosen variants of tracked models are wanted",
+                    "wgp_config.json now asks for %s: the newly chosen variants of kept models are wanted",
                     ", ".join(f"{k}={v or 'auto'}" for k, v in _variant_settings(catalog).items()),
                 )
-            known = self.store.get_setting("known_models")
-            new_types = [] if known is None else sorted(set(catalog.models) - set(known))
-            # A type is "known" once it resolved: one that arrives broken stays new until it is fixed, so fixing it
-            # queues it then. The first run takes everything there as the baseline.
-            resolved = {t for t, m in catalog.models.items() if not m.error}
-            baseline = set(catalog.models) if known is None else set(known) | resolved
-            self.store.set_setting("known_models", sorted(baseline))
-            for model_type in new_types:
-                model = catalog.models[model_type]
-                if (model_type, model.error) in self._announced:
-                    continue
-                self._announced.add((model_type, model.error))
-                log.info(
-                    "new model definition %s (%s)%s", model_type, model.name, f": {model.error}" if model.error else ""
-                )
-                self.events.publish("model", model=model_type, change="new", error=model.error)
-            main_files = {t: m.main_files for t, m in catalog.models.items()}
-            tracked = policy.tracked_models(
-                current_plan, main_files, self.config.auto_queue, self.store.tracked_models(), new_types
+            new_types = self._new_types(catalog)
+            traces, self.hints = await self._traces(catalog)
+            remembered = self.store.keep_set()
+            installed = policy.installed_by_own_files(current_plan, catalog.models)
+            decision = policy.decide_keep(
+                catalog.models,
+                remembered,
+                self.config.auto_queue,
+                traces=traces,
+                installed=installed,
+                new_types=new_types,
             )
-            for model_type, reason in tracked.items():
-                if reason == "new":
-                    self.store.track_model(model_type, "auto")
-            self.catalog, self.plan, self.tracked = catalog, current_plan, tracked
+            for model_type, reason in decision.joining.items():
+                self.store.keep(model_type, reason)
+                if model_type not in remembered or not remembered[model_type].kept:
+                    log.info("keeping %s complete from now on (%s)", model_type, reason)
+            if decision.gone:
+                self.store.mark_gone(decision.gone)
+                for model_type in decision.gone:
+                    log.warning(
+                        "kept model %s has no definition any more (removed or renamed in Wan2GP); its files stay, "
+                        "`wangpctl drop %s` forgets it",
+                        model_type,
+                        model_type,
+                    )
+                    self.events.publish("model", model=model_type, change="gone")
+            self.store.set_kept_files(
+                {t: [f.local for f in catalog.models[t].files] for t in decision.kept if t in catalog.models}
+            )
+            self.catalog, self.plan, self.tracked = catalog, current_plan, decision.kept
             wanted_locals = {p.file.local for p in current_plan.files}
             self.orphans = [
                 job.target
                 for job in self.store.list_jobs([JobState.COMPLETE])
                 if self._local_of(job.target) not in wanted_locals
             ]
-            summary = await self._auto_queue(current_plan, tracked, why, exact_variants=switched)
+            summary = await self._auto_queue(
+                current_plan, decision.kept, why, joining=decision.joining, remembered=remembered, exact=switched
+            )
             self.last_refresh = time.time()
             return summary
+
+    def _new_types(self, catalog: Catalog) -> list[str]:
+        """Model types that appeared since the last refresh (none on the very first one: that is the baseline).
+        Announced once each (log line and ``model`` event); remembered with when they were first seen."""
+        known = self.store.get_setting("known_models")
+        new_types = [] if known is None else sorted(set(catalog.models) - set(known))
+        # A type is "known" once it resolved: one that arrives broken stays new until it is fixed, so fixing it
+        # queues it then.
+        resolved = {t for t, m in catalog.models.items() if not m.error}
+        baseline = set(catalog.models) if known is None else set(known) | resolved
+        self.store.set_setting("known_models", sorted(baseline))
+        first_seen = dict(self.store.get_setting("first_seen", {}))
+        now = time.time()
+        for model_type in new_types:
+            first_seen.setdefault(model_type, now)
+            model = catalog.models[model_type]
+            if (model_type, model.error) in self._announced:
+                continue
+            self._announced.add((model_type, model.error))
+            log.info(
+                "new model definition %s (%s)%s", model_type, model.name, f": {model.error}" if model.error else ""
+            )
+            self.events.publish("model", model=model_type, change="new", error=model.error)
+        if new_types:
+            self.store.set_setting("first_seen", first_seen)
+        return new_types
+
+    async def _traces(self, catalog: Catalog) -> tuple[dict[str, str], dict[str, str]]:
+        """Wan2GP's traces of use: (strong signals: type -> reason, weak hints: type -> what). See usage.py."""
+        return {}, {}
 
     def _local_of(self, target: str) -> str:
         root = self.config.wan2gp.directory
@@ -185,13 +232,24 @@ class Keeper:
         return str(self.config.wan2gp.directory / wanted.local)
 
     async def _auto_queue(
-        self, current_plan: Plan, tracked: dict[str, str], why: str, *, exact_variants: bool = False
+        self,
+        current_plan: Plan,
+        kept: dict[str, str],
+        why: str,
+        *,
+        joining: dict[str, str],
+        remembered: Mapping[str, KeepEntry],
+        exact: bool = False,
     ) -> dict[str, Any]:
-        if not tracked:
-            return {"queued": 0, "bytes": 0, "approval": False}
+        """Queue what kept models miss: one batch per model (models kept before this change first, then the ones
+        joining now, strongest reason first), each queued at once while the change's total stays within
+        ``auto_queue.max_auto_bytes`` (and sizes are known, and the disk has room), else held for approval."""
+        nothing = {"queued": 0, "bytes": 0, "approval": False, "batch": None, "batches": []}
+        if not kept:
+            return nothing
         jobs = {self._local_of(job.target): job.state.value for job in self.store.list_jobs()}
-        candidates = policy.files_to_queue(current_plan, tracked, jobs, exact_variants=exact_variants)
-        every_variant = [t for t, how in tracked.items() if how == "manual-all"]
+        candidates = policy.files_to_queue(current_plan, kept, jobs, exact_variants=exact)
+        every_variant = [t for t in kept if (e := remembered.get(t)) is not None and e.kept and e.all_variants]
         if every_variant and not self.all_variants:
             # Models added with --all-variants keep every variant, not only the one Wan2GP would load.
             # Called under self._lock (from refresh), which guards every loader.
@@ -204,42 +262,81 @@ class Keeper:
                 if p.file.local not in seen
             ]
         if not candidates:
-            return {"queued": 0, "bytes": 0, "approval": False}
+            return nothing
         candidates = await self._with_sizes(candidates)
-        decision = policy.approval_for(
-            candidates,
-            self.config.auto_queue,
-            disk_free(self.config.hub.cache_dir),
-            self.config.download.free_space_reserve,
-        )
-        # Short, typeable and unique: `wangpctl approve b7`.
-        sequence = int(self.store.get_setting("batch_sequence", 0)) + 1
-        batch = f"b{sequence}"
-        if decision.needed:
-            self.store.set_setting("batch_sequence", sequence)
-        state = JobState.NEEDS_APPROVAL if decision.needed else JobState.QUEUED
-        models = sorted({t for p in candidates for t in p.wanted_by if t in tracked})
-        queued = self._queue_files(candidates, state=state, origin="auto", batch=batch if decision.needed else None)
-        line = (
-            f"auto-queue ({why}): {queued} file(s), {format_bytes(decision.total_bytes)}"
-            + (f" + {decision.unknown} of unknown size" if decision.unknown else "")
-            + f" for {', '.join(models[:6])}{' ...' if len(models) > 6 else ''}: "
-            + (f"held for approval as batch {batch} ({decision.reason})" if decision.needed else "queued")
-        )
-        log.info(line)
-        self.last_decision = line
-        self.events.publish(
-            "auto",
-            why=why,
-            files=queued,
-            bytes=decision.total_bytes,
-            unknown=decision.unknown,
-            models=models,
-            batch=batch if decision.needed else None,
-            approval=decision.needed,
-            reason=decision.reason,
-        )
-        return {"queued": queued, "bytes": decision.total_bytes, "approval": decision.needed, "batch": batch}
+        order = sorted(kept, key=lambda t: (t in joining, policy.reason_rank(kept[t]), t))
+        owned: dict[str, list[PlannedFile]] = {}
+        for planned in candidates:  # a file wanted by several models goes with the first of them
+            owner = next((t for t in order if t in planned.wanted_by), None)
+            if owner is not None:
+                owned.setdefault(owner, []).append(planned)
+        budget = self.config.auto_queue.max_auto_bytes
+        free = disk_free(self.config.hub.cache_dir)
+        spent = 0
+        batches: list[dict[str, Any]] = []
+        for model_type in [t for t in order if t in owned]:
+            files = owned[model_type]
+            decision = policy.approval_for(
+                files,
+                replace(self.config.auto_queue, max_auto_bytes=max(0, budget - spent)),
+                None if free is None else free - spent,
+                self.config.download.free_space_reserve,
+            )
+            batch = None
+            if decision.needed:
+                # Short, typeable and unique: `wangpctl approve b7` (or by model type: `wangpctl approve 't2v*'`).
+                sequence = int(self.store.get_setting("batch_sequence", 0)) + 1
+                self.store.set_setting("batch_sequence", sequence)
+                batch = f"b{sequence}"
+            else:
+                spent += decision.total_bytes
+            reason = kept[model_type]
+            queued = self._queue_files(
+                files,
+                state=JobState.NEEDS_APPROVAL if decision.needed else JobState.QUEUED,
+                origin="auto",
+                batch=batch,
+                # Pending in Wan2GP's own queue: it will load these next, so they go first.
+                priority=QUEUED_PRIORITY if reason == "queued" else 0,
+            )
+            line = (
+                f"auto-queue ({why}): {model_type} ({reason}): {queued} file(s), {format_bytes(decision.total_bytes)}"
+                + (f" + {decision.unknown} of unknown size" if decision.unknown else "")
+                + (f": held for approval as batch {batch} ({decision.reason})" if decision.needed else ": queued")
+            )
+            log.info(line)
+            self.last_decision = line
+            self.events.publish(
+                "auto",
+                why=why,
+                files=queued,
+                bytes=decision.total_bytes,
+                unknown=decision.unknown,
+                models=[model_type],
+                reason_kept=reason,
+                batch=batch,
+                approval=decision.needed,
+                reason=decision.reason,
+            )
+            batches.append(
+                {
+                    "model": model_type,
+                    "kept": reason,
+                    "files": queued,
+                    "bytes": decision.total_bytes,
+                    "approval": decision.needed,
+                    "batch": batch,
+                    "reason": decision.reason,
+                }
+            )
+        held = [b for b in batches if b["approval"]]
+        return {
+            "queued": sum(b["files"] for b in batches),
+            "bytes": sum(b["bytes"] for b in batches),
+            "approval": bool(held),
+            "batch": held[0]["batch"] if held else None,
+            "batches": batches,
+        }
 
     async def _with_sizes(self, files: list[PlannedFile]) -> list[PlannedFile]:
         """Ask the Hub for sizes not yet known (cached in hf_file_cache), so the cap can be applied."""
@@ -305,19 +402,24 @@ class Keeper:
             selected += [t for t in found if t not in selected]
         return selected
 
-    async def models_list(self, filter: str | None, missing_only: bool) -> list[dict[str, Any]]:
+    async def models_list(self, filter: str | None, missing_only: bool, new_only: bool = False) -> list[dict[str, Any]]:
         catalog, current = await self.current()
+        first_seen = self.store.get_setting("first_seen", {})
+        remembered = self.store.keep_set()
         rows = []
         for model_type, model_plan in sorted(current.models.items()):
             model = catalog.models[model_type]
+            if new_only and model_type not in first_seen:
+                continue
             if filter:
                 text = f"{model_type} {model.name} {model.family}".lower()
                 wildcard = any(ch in filter for ch in "*?[")
                 hit = fnmatch.fnmatchcase(model_type, filter) if wildcard else filter.lower() in text
                 if not hit:
                     continue
-            if missing_only and model_plan.complete:
+            if missing_only and model_plan.complete and not new_only:
                 continue
+            entry = remembered.get(model_type)
             rows.append(
                 {
                     "type": model_type,
@@ -331,10 +433,15 @@ class Keeper:
                     "missing_bytes": model_plan.missing_bytes,
                     "complete": model_plan.complete,
                     "tracked": self.tracked.get(model_type),
+                    "kept_since": entry.since if entry is not None and entry.kept else None,
+                    "new_since": first_seen.get(model_type),
+                    "visible": model.visible,
                     "error": model_plan.error,
                     "warnings": list(model_plan.warnings),
                 }
             )
+        if new_only:
+            rows.sort(key=lambda row: (-(row["new_since"] or 0), row["type"]))
         return rows
 
     async def model_show(self, model_type: str, all_variants: bool = False) -> dict[str, Any]:
@@ -349,6 +456,9 @@ class Keeper:
             "definition_files": [str(p) for p in model.definition_files],
             "main_files": list(model.main_files),
             "tracked": self.tracked.get(model_type),
+            "kept": _entry_json(self.store.keep_set().get(model_type)),
+            "hints": self.hints.get(model_type),  # weak traces (last model shown, a settings file): never a reason
+            "visible": model.visible,
             "alternatives": [w.local for w in model.alternatives],
         }
         return data
@@ -361,7 +471,7 @@ class Keeper:
     async def add_models(
         self, patterns: Sequence[str], *, all_variants: bool, dry_run: bool, priority: int
     ) -> dict[str, Any]:
-        """Queue the missing files of the given model types (globs allowed); they become tracked."""
+        """Queue the missing files of the given model types (globs allowed); they join the keep-set (manual)."""
         if not patterns:
             raise InvalidParams("name at least one model type")
         catalog, _ = await self.current(all_variants or None)
@@ -381,10 +491,9 @@ class Keeper:
         unknown = sum(1 for p in missing if p.size is None)
         queued = 0
         if not dry_run:
-            how = "manual-all" if all_variants else "manual"
             for model_type in usable:
-                self.store.track_model(model_type, how)
-                self.tracked[model_type] = how
+                self.store.keep(model_type, "manual", all_variants=all_variants)
+                self.tracked[model_type] = "manual"
             queued = self._queue_files(missing, state=JobState.QUEUED, origin="manual", priority=priority)
             log.info("added by hand: %s: %d file(s), %s", ", ".join(usable), queued, format_bytes(total))
         return {
@@ -398,12 +507,24 @@ class Keeper:
             "list": [{"local": p.file.local, "size": p.size, "status": p.status} for p in missing],
         }
 
+    def _held(self, which: str | None) -> list[Job]:
+        """Held jobs: all, one batch (``b7``), or those of the model types a glob names (``'ltx2_*'``)."""
+        held = self.store.list_jobs([JobState.NEEDS_APPROVAL])
+        if which is None:
+            return held
+        if _BATCH_RE.fullmatch(which):
+            return [job for job in held if job.batch == which]
+        return [job for job in held if any(fnmatch.fnmatchcase(t, which) for t in job.wanted_by)]
+
     def decide_batch(self, batch: str | None, approve: bool) -> dict[str, Any]:
-        """Approve (queue) or reject (cancel) a held batch; ``None`` = every held batch."""
-        held = self.store.list_jobs([JobState.NEEDS_APPROVAL], batch=batch)
+        """Approve (queue) or reject (cancel) held files: ``None`` = all, a batch id, or a model-type glob.
+        A rejected model leaves the keep-set (``rejected``): it is not proposed again, `wangpctl add` still can."""
+        held = self._held(batch)
         if not held:
             raise NotFound(
-                f"no batch {batch!r} is waiting for approval" if batch else "nothing is waiting for approval"
+                f"nothing held for approval matches {batch!r} (see `wangpctl status`)"
+                if batch
+                else "nothing is waiting for approval"
             )
         target = JobState.QUEUED if approve else JobState.CANCELLED
         for job in held:
@@ -415,12 +536,76 @@ class Keeper:
                 why="approved" if approve else "rejected",
                 target=job.target,
             )
+        models = sorted({t for job in held for t in job.wanted_by if t in self.tracked})
+        if batch is not None and not _BATCH_RE.fullmatch(batch):
+            models = [t for t in models if fnmatch.fnmatchcase(t, batch)]
         if approve:
             self.wake()
+        else:
+            remembered = self.store.keep_set()
+            for model_type in models:
+                entry = remembered.get(model_type)
+                if entry is None or entry.reason != "manual":  # a model added by hand stays: only its files wait
+                    self.store.refuse(model_type, "rejected")
+                    self.tracked.pop(model_type, None)
         total = sum(job.size or 0 for job in held)
         verb = "approved" if approve else "rejected"
-        log.info("%s %d file(s), %s%s", verb, len(held), format_bytes(total), f" (batch {batch})" if batch else "")
-        return {verb: len(held), "bytes": total, "batch": batch}
+        log.info(
+            "%s %d file(s), %s%s for %s",
+            verb,
+            len(held),
+            format_bytes(total),
+            f" ({batch})" if batch else "",
+            ", ".join(models) or "-",
+        )
+        return {verb: len(held), "bytes": total, "batch": batch, "models": models}
+
+    async def drop_models(self, patterns: Sequence[str]) -> dict[str, Any]:
+        """Take models out of the keep-set by the user's word: their queued, held, paused and running jobs stop
+        (unless another kept model wants the file), and nothing is fetched for them again automatically. Returns
+        what stopped and which of their files on disk no kept model needs any more (nothing is deleted)."""
+        if not patterns:
+            raise InvalidParams("name at least one model type")
+        remembered = self.store.keep_set()
+        catalog = self.catalog or (await self.current())[0]
+        known = set(catalog.models) | set(remembered)
+        selected: list[str] = []
+        for pattern in patterns:
+            found = sorted(t for t in known if fnmatch.fnmatchcase(t, pattern))
+            if not found:
+                raise NotFound(f"no model type matches {pattern!r} (see `wangpctl models --all`)")
+            selected += [t for t in found if t not in selected]
+        for model_type in selected:
+            self.store.refuse(model_type, "dropped")
+            self.tracked.pop(model_type, None)
+        still = {t for t, e in self.store.keep_set().items() if e.kept}
+        stopped = []
+        for job in self.store.list_jobs(
+            [JobState.QUEUED, JobState.NEEDS_APPROVAL, JobState.PAUSED, JobState.DOWNLOADING]
+        ):
+            if set(job.wanted_by) & set(selected) and not set(job.wanted_by) & still:
+                changed = self.store.transition(job.id, JobState.CANCELLED, last_error="model dropped by user")
+                self.events.publish("job", id=job.id, state="cancelled", why="dropped", target=job.target)
+                self.stop_job(changed)
+                stopped.append(job.id)
+        needed = {f.local for t in still if t in catalog.models for f in catalog.models[t].files}
+        files = {f.local for t in selected for f in (catalog.models[t].files if t in catalog.models else ())} | {
+            local for t in selected if t in remembered for local in remembered[t].files
+        }
+        root = self.config.wan2gp.directory
+        unneeded = []
+        for local in sorted(files - needed):
+            path = root / local
+            if path.exists():
+                unneeded.append({"local": local, "size": _size_on_disk(path)})
+        log.info(
+            "dropped %s: %d job(s) stopped; %d file(s) on disk no kept model needs",
+            ", ".join(selected),
+            len(stopped),
+            len(unneeded),
+        )
+        self.events.publish("model", models=selected, change="dropped")
+        return {"dropped": selected, "stopped": stopped, "unneeded": unneeded}
 
     def describe(self) -> dict[str, Any]:
         aq = self.config.auto_queue
@@ -432,9 +617,31 @@ class Keeper:
             "max_auto_bytes": aq.max_auto_bytes,
             "require_approval": aq.require_approval,
             "tracked": len(self.tracked),
+            "kept": dict(sorted(Counter(self.tracked.values()).items())),
+            "gone": sorted(t for t, e in self.store.keep_set().items() if e.kept and e.gone_at is not None),
             "models": len(self.catalog.models) if self.catalog else None,
             "model_errors": sum(1 for m in self.catalog.models.values() if m.error) if self.catalog else None,
             "orphans": len(self.orphans),
             "last_refresh": self.last_refresh,
             "last_decision": self.last_decision,
         }
+
+
+def _entry_json(entry: KeepEntry | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    return {
+        "reason": entry.reason,
+        "kept": entry.kept,
+        "since": entry.since,
+        "all_variants": entry.all_variants,
+        "files": list(entry.files),
+        "gone_at": entry.gone_at,
+    }
+
+
+def _size_on_disk(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -25,6 +25,7 @@ __all__ = [
     "SHA256_RE",
     "STATE_GROUPS",
     "TRANSITIONS",
+    "FileGroup",
     "FileMeta",
     "Job",
     "JobSpec",
@@ -244,6 +245,23 @@ class WantedFile:
 
 
 @dataclass(frozen=True)
+class FileGroup:
+    """One file a definition's JSON lists (main, main2, a module, a preload, a VAE, a LoRA, a JSON text encoder), as
+    every variant of it: ``locals`` are the local paths of all of them (the chosen one and the alternatives).
+
+    ``key`` names the group: for main files, text encoders and modules the planner's variant-group name
+    (``"<holder>:URLs"``, ``"<owner>:modules[0]"``), else ``"<holder>:<key>[<index>]"``. ``own``: the URLs stand
+    literally in this model's merged definition (not borrowed through a model-type reference). Core, handler and
+    default text-encoder files never form a group (they are family-wide).
+    """
+
+    key: str
+    role: str
+    locals: tuple[str, ...]
+    own: bool
+
+
+@dataclass(frozen=True)
 class ModelDef:
     """One model type, resolved. ``files`` are needed to load it; ``error`` set means ``files`` is empty."""
 
@@ -259,3 +277,33 @@ class ModelDef:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     lora_dir: str = ""
+    #: the files its JSON lists, one group per file (:class:`FileGroup`); what "installed" is judged by
+    groups: tuple[FileGroup, ...] = ()
+    #: ``"visible": false`` hides it from Wan2GP's model list (it cannot be picked in the UI)
+    visible: bool = True
+
+
+# ---- the keep-set ----------------------------------------------------------------------------------------------------
+
+# Why a model is kept complete, strongest first: the user's word, then Wan2GP's own traces of use, then the config's
+# globs, then what is new or already on disk. ``all`` (auto_queue.track: all) is a live rule, never remembered.
+KEEP_REASONS = ("manual", "transformer_types", "queued", "used", "finetune", "include", "new", "installed")
+# The user said no: `wangpctl drop TYPE`, or its proposed batch was rejected. Only `wangpctl add` lifts it.
+REFUSALS = ("dropped", "rejected")
+
+
+@dataclass(frozen=True)
+class KeepEntry:
+    """One remembered model (``keep_set`` table): kept for ``reason`` since ``since``, with the file set it had."""
+
+    model_type: str
+    reason: str  # one of KEEP_REASONS, or one of REFUSALS
+    all_variants: bool
+    since: float
+    updated_at: float
+    files: tuple[str, ...]
+    gone_at: float | None  # its definition disappeared (reported, kept until dropped)
+
+    @property
+    def kept(self) -> bool:
+        return self.reason not in REFUSALS

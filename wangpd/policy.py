@@ -1,4 +1,5 @@
-"""Auto-queue policy: which models are kept complete, and whether an automatic batch may start unasked.
+"""Auto-queue policy: which models are kept complete (the keep-set rules), which files that asks for, and whether an
+automatic batch may start unasked.
 
 Pure functions over a plan; the daemon applies their answers to the store. Nothing here touches the disk or
 the network, so every rule is testable on its own.
@@ -11,56 +12,71 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from wangpd.config import AutoQueueConfig
+from wangpd.models import KEEP_REASONS, KeepEntry, ModelDef
 from wangpd.planner import Plan, PlannedFile
 
-__all__ = ["Approval", "approval_for", "files_to_queue", "matches", "tracked_models"]
+__all__ = [
+    "TRACES",
+    "Approval",
+    "KeepDecision",
+    "approval_for",
+    "decide_keep",
+    "files_to_queue",
+    "installed_by_own_files",
+    "matches",
+    "reason_rank",
+]
+
+# The groups that make a model a model of its own (a transformer, a second transformer, a module); a model without
+# any (a LoRA-only or source-built definition) is installed only when every file of it is present.
+TRANSFORMER_ROLES = frozenset({"main", "main2", "module"})
 
 
 def matches(model_type: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(model_type, pattern) for pattern in patterns)
 
 
-def installed(plan: Plan, model_type: str, main_files: Iterable[str]) -> bool:
-    """A model counts as installed when one of its main transformer files (or a variant of it) is present."""
-    by_local = {p.file.local: p for p in plan.files}
-    return any(by_local.get(local) is not None and by_local[local].status == "present" for local in main_files)
+def installed_by_own_files(plan: Plan, models: Mapping[str, ModelDef]) -> dict[str, str]:
+    """Model type -> ``"complete"`` or ``"own files"`` for the models the files on disk say the user installed.
 
+    Judged by the files each definition's JSON lists (:attr:`ModelDef.groups`; WAN2GP.md "Own versus inherited
+    files"), not by the family-wide core, handler and default text-encoder files (one new such file in a Wan2GP
+    update would otherwise un-install a whole family):
 
-def tracked_models(
-    plan: Plan,
-    main_files: Mapping[str, Iterable[str]],
-    policy: AutoQueueConfig,
-    manual: Mapping[str, str],
-    new_types: Iterable[str] = (),
-) -> dict[str, str]:
-    """Model type -> why it is kept complete (``manual``, ``installed``, ``all``, ``include``, ``new``).
+    - ``complete``: every group has a variant present. A model whose groups hold no transformer (main, main2,
+      module: ``chatterbox`` lists nothing, ``ovi_1_1_fastwan`` builds its transformers from ``source`` and lists
+      only a LoRA that ``ti2v_2_2_fastwan`` lists too) is complete only when every file of it but the core files is
+      present, else another model's LoRA or preload would install it.
+    - ``own files``: not complete, but a group standing literally in its own definition is present that no complete
+      model's groups account for (``vace_14B``'s module without t2v's main file). t2v's main file alone installs
+      neither ``vace_14B`` nor ``lynx``, and a model that only borrows (``vace_14B_fusionix``) is installed only
+      when complete.
 
-    Added by hand always wins; ``exclude`` removes everything else; ``new_models: queue`` tracks a type that
-    appeared while wangpd was watching (or since its last run).
+    Presence is the plan's: a file counts when its local path is planned ``present`` (which the planner also says
+    of a chosen variant when another variant of it is on disk). ``plan`` should cover every model judged (the
+    default plan of the whole catalog); a model the plan does not list, or that failed, is skipped.
     """
+    present = {planned.file.local for planned in plan.files if planned.status == "present"}
+    judged = {
+        model_type: model
+        for model_type, model in models.items()
+        if model.error is None and model_type in plan.models and plan.models[model_type].error is None
+    }
     result: dict[str, str] = {}
-    new = set(new_types)
-    for model_type, model in plan.models.items():
-        if model.error is not None:
-            continue
-        if manual.get(model_type, "").startswith("manual"):
-            result[model_type] = manual[model_type]
-        elif matches(model_type, policy.exclude) or (
-            policy.track == "none" and not matches(model_type, policy.include)
+    for model_type, model in judged.items():
+        if any(group.role in TRANSFORMER_ROLES for group in model.groups):
+            complete = all(not present.isdisjoint(group.locals) for group in model.groups)
+        else:
+            complete = all(wanted.local in present for wanted in model.files if wanted.role != "core")
+        if complete:
+            result[model_type] = "complete"
+    accounted = {local for model_type in result for group in judged[model_type].groups for local in group.locals}
+    for model_type, model in judged.items():
+        if model_type not in result and any(
+            group.own and not present.isdisjoint(group.locals) and accounted.isdisjoint(group.locals)
+            for group in model.groups
         ):
-            continue
-        elif matches(model_type, policy.include):
-            result[model_type] = "include"
-        elif policy.track == "none":
-            continue
-        elif policy.track == "all":
-            result[model_type] = "all"
-        elif model_type in new and policy.new_models == "queue":
-            result[model_type] = "new"
-        elif manual.get(model_type) == "auto":
-            result[model_type] = "tracked"
-        elif policy.track == "installed" and installed(plan, model_type, main_files.get(model_type, ())):
-            result[model_type] = "installed"
+            result[model_type] = "own files"
     return result
 
 
@@ -116,3 +132,85 @@ def approval_for(
     if disk_free is not None and disk_free - total < reserve:
         return Approval(True, f"would leave less than download.free_space_reserve ({reserve} bytes) free", total, 0)
     return Approval(False, "within auto_queue.max_auto_bytes", total, 0)
+
+
+# ---- the keep-set --------------------------------------------------------------------------------------------------
+
+_RANK = {reason: rank for rank, reason in enumerate(KEEP_REASONS)}
+_RANK["all"] = len(KEEP_REASONS)  # auto_queue.track: all, a live rule: weakest, never remembered
+TRACES = ("transformer_types", "queued", "used")  # Wan2GP's own strong signals of use (wangpd/usage.py)
+
+
+def reason_rank(reason: str) -> int:
+    """Lower is stronger (``manual`` is 0); unknown reasons rank last."""
+    return _RANK.get(reason, len(_RANK))
+
+
+@dataclass(frozen=True)
+class KeepDecision:
+    """``kept``: every model kept complete now and why; ``joining``: what to remember now (new members, stronger
+    reasons); ``gone``: remembered members whose definition disappeared (to report, not to forget)."""
+
+    kept: dict[str, str]
+    joining: dict[str, str]
+    gone: list[str]
+
+
+def decide_keep(
+    models: Mapping[str, ModelDef],
+    remembered: Mapping[str, KeepEntry],
+    policy: AutoQueueConfig,
+    *,
+    traces: Mapping[str, str] | None = None,
+    installed: Iterable[str] = (),
+    new_types: Iterable[str] = (),
+) -> KeepDecision:
+    """Which models are kept complete, and why. Pure.
+
+    Added by hand always wins; the user's no (``dropped``, ``rejected``) holds against every automatic reason;
+    ``exclude`` removes every automatic reason; ``track: none`` leaves only added-by-hand and ``include``. Otherwise
+    the strongest of: Wan2GP's traces of use (``traces``: transformer_types, queued, used), a new model type
+    (``finetune`` when it is the user's own, ``new`` otherwise; only with ``new_models: queue``, never a hidden
+    one), the ``include`` globs, being installed by its own files (``track: installed``), having been kept before,
+    and ``track: all``. A kept model stays kept when its files change: membership is remembered, not re-derived
+    from the disk.
+    """
+    installed = set(installed)
+    new = set(new_types)
+    traces = traces or {}
+    kept: dict[str, str] = {}
+    joining: dict[str, str] = {}
+    for model_type, model in models.items():
+        if model.error is not None:
+            continue
+        entry = remembered.get(model_type)
+        if entry is not None and entry.reason == "manual":
+            kept[model_type] = "manual"
+            continue
+        if entry is not None and not entry.kept:
+            continue  # the user said no: only `wangpctl add` brings it back
+        if matches(model_type, policy.exclude):
+            continue
+        reasons: list[str] = []
+        if matches(model_type, policy.include):
+            reasons.append("include")
+        if policy.track != "none":
+            if model_type in traces:
+                reasons.append(traces[model_type])
+            if model_type in new and policy.new_models == "queue" and model.visible:
+                from_finetunes = any(path.parent.name == "finetunes" for path in model.definition_files)
+                reasons.append("finetune" if from_finetunes else "new")
+            if policy.track == "installed" and model_type in installed:
+                reasons.append("installed")
+            if entry is not None:
+                reasons.append(entry.reason)
+            if policy.track == "all":
+                reasons.append("all")
+        if not reasons:
+            continue
+        best = min(reasons, key=reason_rank)
+        kept[model_type] = best
+        if best != "all" and (entry is None or reason_rank(best) < reason_rank(entry.reason)):
+            joining[model_type] = best
+    gone = sorted(t for t, e in remembered.items() if e.kept and t not in models and e.gone_at is None)
+    return KeepDecision(kept, joining, gone)

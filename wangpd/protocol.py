@@ -76,6 +76,7 @@ METHODS: dict[str, bool] = {
     "models.list": False,
     "models.show": False,
     "models.add": True,
+    "models.drop": True,
     "plan": False,
     "approve": True,
     "reject": True,

@@ -3,7 +3,8 @@
 The rules are Wan2GP's own (``../shared/WAN2GP.md``): string references followed (depth limit 10), one variant
 chosen with the settings of ``wgp_config.json`` (:func:`choose_variant`), flat ``ckpts/<name>`` placement,
 ``|<subdir>`` suffixes, text encoder folders, the family's LoRA folder, modules, plus the files Wan2GP's Python
-adds, from the handler table (:mod:`wangpd.handler_table`). Reading and merging the JSON files is
+adds, from the handler table (:mod:`wangpd.handler_table`). It also records which files the JSON itself lists, own
+or borrowed (``ModelDef.groups``: what "installed" is judged by). Reading and merging the JSON files is
 :mod:`wangpd.catalog`'s job; this module never imports it.
 """
 
@@ -19,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from wangpd import hfurl
 from wangpd.errors import DefinitionError
 from wangpd.handler_table import LORA_DIR_PREFIX, Architecture, HandlerFile, HandlerTable, handler_files_for
-from wangpd.models import ModelDef, WanSettings, WantedFile
+from wangpd.models import FileGroup, ModelDef, WanSettings, WantedFile
 from wangpd.paths import safe_relative
 
 __all__ = ["MAX_REFERENCE_DEPTH", "OPTIONAL_URL_KEYS", "MergedDef", "Resolver", "choose_variant", "json_kind", "norm"]
@@ -127,6 +128,13 @@ class _Files:
         self.optional: dict[str, WantedFile] = {}
         self.alternatives: dict[str, WantedFile] = {}
         self.warnings: list[str] = []
+        self.groups: list[FileGroup] = []
+
+    def group(self, key: str, role: str, choices: Sequence[WantedFile], *, own: bool) -> None:
+        """Record one file the JSON lists (every variant of it) for :attr:`ModelDef.groups`; deprecated names drop."""
+        locals_ = tuple(dict.fromkeys(c.local for c in choices if posixpath.basename(c.local) not in self.deprecated))
+        if locals_:
+            self.groups.append(FileGroup(key=key, role=role, locals=locals_, own=own))
 
     def add(self, wanted: WantedFile, *, kind: str = "files") -> bool:
         if posixpath.basename(wanted.local) in self.deprecated:
@@ -279,6 +287,7 @@ class Resolver:
             family=family,
             definition_files=tuple(d.paths),
             lora_dir=lora_dir,
+            visible=bool(d.model.get("visible", True)),
         )
         if d.error is not None:
             return replace(base, error=d.error)
@@ -328,6 +337,7 @@ class Resolver:
                 role = "main" if number == 1 else "main2"
                 choices = [self.from_url(d, key, u, role=role, lora_dir=lora_dir) for u in urls]
                 chosen = self.variants(out, choices, f"{holder.model_type}:{key}", quant, dtype)
+                out.group(f"{holder.model_type}:{key}", role, choices, own=holder is d)
                 if chosen and chosen in out.files:
                     main_files.append(chosen)
             if number == 1:
@@ -336,6 +346,7 @@ class Resolver:
         for group, urls in self.modules(d):
             choices = [self.from_url(d, "modules", u, role="module", lora_dir=lora_dir) for u in urls]
             self.variants(out, choices, group, quant, dtype)
+            out.group(group, "module", choices, own=group.startswith(f"{d.model_type}:"))
 
         self._text_encoder(d, out, arch, encoder_id, lora_dir, dtype)
 
@@ -366,6 +377,7 @@ class Resolver:
             alternatives=alternatives,
             main_files=tuple(main_files),
             warnings=tuple(warnings),
+            groups=tuple(out.groups),
         )
 
     def _side_files(
@@ -373,18 +385,27 @@ class Resolver:
     ) -> None:
         """After the main file: preload_URLs, VAE_URLs, loras, then the handler's files (Wan2GP's order)."""
         model = d.model
-        _, preloads = self.follow(d, "preload_URLs")
+        holder, preloads = self.follow(d, "preload_URLs")
+        # The catalog puts the handler's preload defaults under the JSON; those are handler files, not the JSON's.
+        from_json = "preload_URLs" in holder.key_source
         to_lora = arch.preload_to_lora_dir if arch and isinstance(model.get("preload_URLs"), list) else frozenset()
-        for url in preloads:
+        for index, url in enumerate(preloads):
             if "|" not in url and _url_basename(url) in to_lora:
                 url = f"{url}|%lora_dir"
-            out.add(self.from_url(d, "preload_URLs", url, role="preload", lora_dir=lora_dir))
+            wanted = self.from_url(d, "preload_URLs", url, role="preload", lora_dir=lora_dir)
+            out.add(wanted)
+            if from_json:
+                out.group(f"{holder.model_type}:preload_URLs[{index}]", "preload", [wanted], own=holder is d)
         vaes = model.get("VAE_URLs") or []
-        for url in [vaes] if isinstance(vaes, str) else vaes:  # not recursive: a string is one URL
-            out.add(self.from_url(d, "VAE_URLs", url, role="vae", lora_dir=lora_dir))
-        _, loras = self.follow(d, "loras")
-        for url in loras:
-            out.add(self.from_url(d, "loras", url, role="lora", lora_dir=lora_dir, lora=True))
+        for index, url in enumerate([vaes] if isinstance(vaes, str) else vaes):  # not recursive: a string is one URL
+            wanted = self.from_url(d, "VAE_URLs", url, role="vae", lora_dir=lora_dir)
+            out.add(wanted)
+            out.group(f"{d.model_type}:VAE_URLs[{index}]", "vae", [wanted], own=True)
+        holder, loras = self.follow(d, "loras")
+        for index, url in enumerate(loras):
+            wanted = self.from_url(d, "loras", url, role="lora", lora_dir=lora_dir, lora=True)
+            out.add(wanted)
+            out.group(f"{holder.model_type}:loras[{index}]", "lora", [wanted], own=holder is d)
         for item in handler_files:
             out.add(self.from_handler(item, role="handler", lora_dir=lora_dir))
 
@@ -407,6 +428,7 @@ class Resolver:
                 for u in urls
             ]
             self.variants(out, choices, f"{holder.model_type}:text_encoder_URLs", quant, dtype)
+            out.group(f"{holder.model_type}:text_encoder_URLs", "text_encoder", choices, own=holder is d)
             return
         if encoder_id is None:
             return

@@ -15,18 +15,29 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from wangpd.errors import BadState, InvalidParams, NotFound, StoreError
-from wangpd.models import CLEAR_GROUPS, FINISHED, TRANSITIONS, FileMeta, Job, JobSpec, JobState
+from wangpd.models import (
+    CLEAR_GROUPS,
+    FINISHED,
+    KEEP_REASONS,
+    REFUSALS,
+    TRANSITIONS,
+    FileMeta,
+    Job,
+    JobSpec,
+    JobState,
+    KeepEntry,
+)
 
 __all__ = ["Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 _MIGRATIONS: list[str] = [
@@ -78,6 +89,24 @@ _MIGRATIONS: list[str] = [
         added_at   REAL NOT NULL
     );
     """,
+    # version 2: the remembered keep-set (which models are kept complete, why, since when, with which files).
+    # tracked_models rows carry over: added by hand stays manual; 'auto' (a new model type queued) becomes 'new'.
+    """
+    CREATE TABLE keep_set (
+        model_type   TEXT PRIMARY KEY,
+        reason       TEXT NOT NULL,               -- manual | transformer_types | queued | used | finetune | include
+                                                  -- | new | installed; dropped | rejected = the user said no
+        all_variants INTEGER NOT NULL DEFAULT 0,  -- wangpctl add --all-variants: every variant, not the chosen one
+        since        REAL NOT NULL,               -- when it joined
+        updated_at   REAL NOT NULL,
+        files        TEXT NOT NULL DEFAULT '[]',  -- JSON: the local paths of its file set when last planned
+        gone_at      REAL                         -- its definition disappeared (reported; it stays until dropped)
+    );
+    INSERT INTO keep_set (model_type, reason, all_variants, since, updated_at)
+        SELECT model_type, CASE how WHEN 'auto' THEN 'new' ELSE 'manual' END, how = 'manual-all', added_at, added_at
+        FROM tracked_models;
+    DROP TABLE tracked_models;
+    """,
 ]
 
 _JOB_COLUMNS = (
@@ -88,6 +117,15 @@ _JOB_COLUMNS = (
 
 _COLUMN_ORDER = tuple(name.strip() for name in _JOB_COLUMNS.split(","))
 _COLUMN_NAMES = frozenset(_COLUMN_ORDER)
+
+
+# SQL for "how strong is this reason" (lower is stronger; refusals rank between manual and every automatic reason,
+# so only `wangpctl add` lifts them).
+_REASON_SQL_RANK = (
+    "(CASE {} "
+    + " ".join(f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(("manual", *REFUSALS, *KEEP_REASONS[1:])))
+    + " ELSE 99 END)"
+)
 
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -113,9 +151,8 @@ class Store:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, isolation_level=None
-            )  # default check_same_thread: a use from another thread raises
+            # check_same_thread stays on: a use of this connection from another thread raises instead of racing.
+            connection = sqlite3.connect(path, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable enough in WAL mode: a power cut can lose the last progress update, never corrupt.
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -453,14 +490,62 @@ class Store:
         else:
             self._db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
-    def tracked_models(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT model_type, how FROM tracked_models"))
+    # ---------------------------------------------------------------------------------------------------------
+    # The keep-set
 
-    def track_model(self, model_type: str, how: str = "manual") -> None:
-        # how: auto | manual | manual-all (every variant). The user's latest choice wins; an automatic one never
-        # downgrades a manual one.
+    def keep_set(self) -> dict[str, KeepEntry]:
+        """Every remembered model, kept or refused (``dropped``/``rejected``), by type."""
+        return {
+            row[0]: KeepEntry(row[0], row[1], bool(row[2]), row[3], row[4], tuple(json.loads(row[5])), row[6])
+            for row in self._db.execute(
+                "SELECT model_type, reason, all_variants, since, updated_at, files, gone_at FROM keep_set"
+            )
+        }
+
+    def keep(self, model_type: str, reason: str, *, all_variants: bool | None = None) -> None:
+        """Remember ``model_type`` as kept for ``reason``. A stronger reason replaces a weaker one (``manual``
+        replaces anything, also a refusal); an automatic reason never replaces a refusal or a stronger reason.
+        ``since`` stays the first time it joined."""
+        if reason not in KEEP_REASONS:
+            raise ValueError(f"unknown keep reason {reason!r}")
+        now = time.time()
+        strength = _REASON_SQL_RANK
         self._db.execute(
-            "INSERT INTO tracked_models (model_type, how, added_at) VALUES (?,?,?) "
-            "ON CONFLICT(model_type) DO UPDATE SET how=CASE WHEN excluded.how='auto' THEN how ELSE excluded.how END",
-            (model_type, how, time.time()),
+            f"INSERT INTO keep_set (model_type, reason, all_variants, since, updated_at) VALUES (?,?,?,?,?) "
+            f"ON CONFLICT(model_type) DO UPDATE SET "
+            f"reason = CASE WHEN {strength.format('excluded.reason')} < {strength.format('keep_set.reason')} "
+            f"  THEN excluded.reason ELSE keep_set.reason END, "
+            f"all_variants = CASE WHEN ? IS NULL THEN keep_set.all_variants ELSE excluded.all_variants END, "
+            f"since = CASE WHEN keep_set.reason IN ('dropped', 'rejected') "
+            f"  THEN excluded.since ELSE keep_set.since END, "
+            f"updated_at = excluded.updated_at, gone_at = NULL",
+            (model_type, reason, bool(all_variants), now, now, all_variants),
+        )
+
+    def refuse(self, model_type: str, reason: str = "dropped") -> None:
+        """The user said no (``wangpctl drop``, a rejected batch): kept no more, and never joined again except by
+        ``wangpctl add``."""
+        if reason not in REFUSALS:
+            raise ValueError(f"unknown refusal {reason!r}")
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO keep_set (model_type, reason, since, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(model_type) DO UPDATE SET reason = excluded.reason, updated_at = excluded.updated_at, "
+            "files = '[]', gone_at = NULL",
+            (model_type, reason, now, now),
+        )
+
+    def set_kept_files(self, files: Mapping[str, Sequence[str]]) -> None:
+        """The file set each kept model has now (so a later change of it can be told apart); a model given here
+        has a definition, so it is not gone (any more)."""
+        self._db.executemany(
+            "UPDATE keep_set SET files=?, gone_at=NULL WHERE model_type=? AND (files != ? OR gone_at IS NOT NULL)",
+            [(json.dumps(sorted(f)), t, json.dumps(sorted(f))) for t, f in files.items()],
+        )
+
+    def mark_gone(self, model_types: Iterable[str]) -> None:
+        """Their definitions disappeared: remembered (and reported) until the user drops them."""
+        now = time.time()
+        self._db.executemany(
+            "UPDATE keep_set SET gone_at=? WHERE model_type=? AND gone_at IS NULL", [(now, t) for t in model_types]
         )
