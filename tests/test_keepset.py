@@ -222,3 +222,60 @@ def test_a_hidden_new_model_is_not_proposed_but_a_users_finetune_is(
     wait_for(lambda: kept(daemon).get("my_tune") == "finetune", timeout=10, what="the user's finetune kept")
     assert job_targets(daemon)["my_tune.safetensors"]["state"] == "queued"
     assert "hidden_x" not in kept(daemon) and "hidden_x.safetensors" not in job_targets(daemon)
+
+
+# ---- Wan2GP's traces of use --------------------------------------------------------------------------------------
+
+
+def test_outputs_queue_zip_and_transformer_types_make_models_kept(
+    start: Callable[..., DaemonProcess], tree: Path, fake_hub: Any
+) -> None:
+    # An output PNG with the metadata comment, an MP4 with the ©cmt tag and a side-car .json each make their model
+    # kept ("used"); transformer_types ("transformer_types") and a task pending in queue.zip ("queued", at the top
+    # of the queue) too. Weak traces (last_model_type, a settings file) are hints only.
+    import zipfile
+
+    from test_usage import itxt_comment, meta, png_bytes, write_mp4
+
+    config = {"transformer_quantization": "int8", "transformer_types": ["standin"], "last_model_type": "alpha"}
+    (tree / "wgp_config.json").write_text(json.dumps(config))
+    (tree / "settings").mkdir()
+    (tree / "settings" / "alpha_settings.json").write_text("{}")
+    outputs = tree / "outputs"
+    outputs.mkdir()
+    (outputs / "a.png").write_bytes(png_bytes(itxt_comment(meta("lynx"))))
+    write_mp4(outputs / "b.mp4", meta("vace_14B"))
+    (outputs / "c.json").write_text(meta("vace_lynx_14B"))
+    (outputs / "c.wav").write_bytes(b"no metadata inside: the side-car says it")
+    with zipfile.ZipFile(tree / "queue.zip", "w") as archive:
+        archive.writestr("queue.json", json.dumps([{"id": 1, "params": {"model_type": "alpha", "prompt": "x"}}]))
+    daemon = start()
+    wait_for(lambda: refreshed(daemon), what="startup scan")
+    assert kept(daemon) == {
+        "t2v": "installed",
+        "lynx": "used",
+        "vace_14B": "used",
+        "vace_lynx_14B": "used",
+        "standin": "transformer_types",
+        "alpha": "queued",
+    }
+    jobs = job_targets(daemon)
+    assert jobs["alpha_module_mbf16.safetensors"]["priority"] == 100, "Wan2GP will load it next"
+    assert jobs["lynx_module_mbf16.safetensors"]["priority"] == 0
+    show = daemon.ctl_json("models", "show", "alpha")["model"]
+    assert show["hints"] == "last model shown, settings file"
+    # A new output later is read incrementally and keeps its model; nothing else is read again.
+    (outputs / "d.png").write_bytes(png_bytes(itxt_comment(meta("flux_new"))))
+    daemon.ctl("rescan")
+    assert "; first made with flux_new\n" in daemon.log()
+
+
+def test_a_hidden_model_is_never_kept_on_a_weak_trace(start: Callable[..., DaemonProcess], tree: Path) -> None:
+    write(tree, "hidden_y", {**borrower("hidden_y"), "visible": False})
+    (tree / "wgp_config.json").write_text(json.dumps({"last_model_type": "hidden_y"}))
+    (tree / "settings").mkdir()
+    (tree / "settings" / "hidden_y_settings.json").write_text("{}")
+    daemon = start()
+    wait_for(lambda: refreshed(daemon), what="startup scan")
+    assert "hidden_y" not in kept(daemon)
+    assert daemon.ctl_json("models", "show", "hidden_y")["model"]["hints"]

@@ -62,13 +62,14 @@ class Catalog:
 # Settings
 
 
-def read_wan_settings(wan2gp_dir: Path) -> tuple[WanSettings, list[str]]:
-    """Read ``<wan2gp_dir>/wgp_config.json``. Returns the settings and the problems found.
+def read_wan_settings(config_dir: Path) -> tuple[WanSettings, list[str]]:
+    """Read ``<config_dir>/wgp_config.json`` (the Wan2GP folder, or the folder Wan2GP's ``--config DIR`` names).
+    Returns the settings and the problems found.
 
     A missing file gives Wan2GP's defaults silently; a malformed file or key gives the defaults for what could not
     be read, and a message naming the file (and key).
     """
-    path = Path(wan2gp_dir) / "wgp_config.json"
+    path = Path(config_dir) / "wgp_config.json"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -203,8 +204,16 @@ class CatalogLoader:
     the file system's mtime granularity keeps size and mtime), the others only when their mtime or size changed.
     """
 
-    def __init__(self, wan2gp_dir: Path, *, handler_files: Sequence[Path] = (), all_variants: bool = False) -> None:
+    def __init__(
+        self,
+        wan2gp_dir: Path,
+        *,
+        handler_files: Sequence[Path] = (),
+        all_variants: bool = False,
+        config_dir: Path | None = None,
+    ) -> None:
         self.wan2gp_dir = Path(wan2gp_dir)
+        self.config_dir = Path(config_dir) if config_dir is not None else self.wan2gp_dir
         self.handler_files = tuple(Path(p) for p in handler_files)
         self.all_variants = all_variants
         self._sources: dict[Path, _Source] = {}
@@ -242,7 +251,7 @@ class CatalogLoader:
     def load(self, changed: Iterable[Path] = ()) -> Catalog:
         """Read and resolve every model type. Raises ConfigError only for a bad handler table."""
         table = load_handler_table(self.handler_files)
-        settings, problems = read_wan_settings(self.wan2gp_dir)
+        settings, problems = read_wan_settings(self.config_dir)
         errors = list(problems)
         forced = {Path(p) for p in changed}
         paths = self._definition_paths(errors)

@@ -80,6 +80,12 @@ class Wan2GPConfig:
     directory: Path
     variants: str = "wan2gp"  # wan2gp = the variant Wan2GP itself would pick; all = every variant
     handler_files: tuple[Path, ...] = ()  # extra/override handler tables, applied after the shipped one
+    config_dir: Path | None = None  # Wan2GP's --config DIR (wgp_config.json, queue.zip); None = the Wan2GP folder
+
+    @property
+    def settings_dir(self) -> Path:
+        """Where Wan2GP keeps wgp_config.json and queue.zip."""
+        return self.config_dir if self.config_dir is not None else self.directory
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ class AutoQueueConfig:
     new_models: str = "queue"
     max_auto_bytes: int = 50 * 1000**3
     require_approval: bool = False  # hold every automatic batch until `wangpctl approve`
+    use_traces: bool = True  # keep what Wan2GP says this user uses: transformer_types, outputs' metadata, queue.zip
 
 
 @dataclass(frozen=True)
@@ -370,7 +377,12 @@ def _schedule(value: Any) -> tuple[ScheduleWindow, ...]:
 # file leaves out is not passed on, so the dataclass default applies. Fields are read in this order, and the first
 # bad one is the one reported.
 _CONVERTERS: dict[str, dict[str, Converter]] = {
-    "wan2gp": {"directory": _path, "handler_files": _path_list, "variants": _choice(VARIANT_POLICIES)},
+    "wan2gp": {
+        "directory": _path,
+        "handler_files": _path_list,
+        "variants": _choice(VARIANT_POLICIES),
+        "config_dir": _optional_path,
+    },
     "invokeai": {"db": _optional_path, "models_dir": _optional_path},
     "daemon": {
         "state_dir": _path,
@@ -416,6 +428,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "new_models": _choice(NEW_MODEL_POLICIES),
         "max_auto_bytes": parse_size,
         "require_approval": _bool,
+        "use_traces": _bool,
     },
 }
 

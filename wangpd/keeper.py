@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wangpd import policy
+from wangpd import policy, usage
 from wangpd.catalog import Catalog, CatalogLoader
 from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
@@ -77,6 +77,9 @@ class Keeper:
         self.last_refresh: float | None = None
         self.last_decision: str | None = None
         self.hints: dict[str, str] = {}
+        self.pending: list[str] = []  # model types waiting in Wan2GP's queue.zip
+        self._scanner = usage.OutputScanner()
+        self._reported: set[str] = set()
         self._lock = asyncio.Lock()
         self._announced: set[tuple[str, str | None]] = set()
 
@@ -91,13 +94,15 @@ class Keeper:
                 self.config.wan2gp.directory,
                 handler_files=self.config.wan2gp.handler_files,
                 all_variants=all_variants,
+                config_dir=self.config.wan2gp.settings_dir,
             )
         return self._loaders[all_variants]
 
     def layout(self) -> Layout:
         """The Wan2GP folders as the last-read wgp_config.json lays them out (Wan2GP's defaults before that)."""
         settings = self.catalog.settings if self.catalog is not None else DEFAULT_SETTINGS
-        return Layout(self.config.wan2gp.directory, settings)
+        wan2gp = self.config.wan2gp
+        return Layout(wan2gp.directory, settings, wan2gp.config_dir)
 
     @property
     def all_variants(self) -> bool:
@@ -218,8 +223,47 @@ class Keeper:
         return new_types
 
     async def _traces(self, catalog: Catalog) -> tuple[dict[str, str], dict[str, str]]:
-        """Wan2GP's traces of use: (strong signals: type -> reason, weak hints: type -> what). See usage.py."""
-        return {}, {}
+        """Wan2GP's traces of use (wangpd/usage.py): strong signals (type -> ``transformer_types``, ``queued`` or
+        ``used``, the strongest per type) and weak hints (type -> what; shown, never a reason to download).
+
+        Outputs are scanned incrementally: the scan state and every model ever seen in an output live in the
+        store, so 100,000 outputs are read once. The store is read and written here, on the loop's thread; the
+        disk work runs in a thread."""
+        if not self.config.auto_queue.use_traces:
+            return {}, {}
+        wan2gp = self.config.wan2gp
+        raw = catalog.settings.raw
+        state = self.store.get_setting("output_scan")
+        metadata_type = raw.get("metadata_type", "metadata")
+
+        def read() -> tuple[list[str], list[str], list[str], dict[str, str], usage.ScanResult]:
+            listed = usage.read_transformer_types(raw)
+            pending, problems = usage.read_queue(wan2gp.settings_dir)
+            hints = usage.hints(wan2gp.settings_dir, wan2gp.directory, raw)
+            folders = usage.output_folders(wan2gp.directory, raw)
+            scanned = self._scanner.scan(folders, metadata_type if isinstance(metadata_type, str) else "", state)
+            return listed, pending, problems, hints, scanned
+
+        listed, pending, problems, hints, scanned = await asyncio.to_thread(read)
+        self.store.set_setting("output_scan", scanned.state)
+        used: dict[str, float] = dict(self.store.get_setting("used_models", {}))
+        if scanned.used:
+            first = sorted(t for t in scanned.used if t not in used)
+            for model_type, when in scanned.used.items():
+                used[model_type] = max(used.get(model_type, 0.0), when)
+            self.store.set_setting("used_models", used)
+            if first:
+                log.info("outputs: %d file(s) read; first made with %s", scanned.files_read, ", ".join(first))
+        for problem in [*problems, *scanned.problems]:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.warning("Wan2GP traces: %s", problem)
+        traces: dict[str, str] = {}
+        for reason, types in (("used", used), ("queued", pending), ("transformer_types", listed)):
+            for model_type in types:  # later (stronger) reasons win
+                traces[model_type] = reason
+        self.pending = list(pending)
+        return traces, hints
 
     def _local_of(self, target: str) -> str:
         root = self.config.wan2gp.directory

@@ -36,6 +36,7 @@ class Layout:
 
     root: Path
     settings: WanSettings = field(default=DEFAULT_SETTINGS)
+    config_dir: Path | None = None  # Wan2GP's --config DIR, when it keeps wgp_config.json and queue.zip elsewhere
 
     def checkpoints_root(self) -> str:
         """Where Wan2GP downloads a file by default (the first checkpoints path), relative to the root."""
@@ -67,7 +68,8 @@ class Layout:
         root = self.root
         recursive = [*self.definition_dirs(), root / self.settings.loras_root]
         recursive += [root / r for r in self.settings.checkpoints_paths if (root / r).resolve() != root.resolve()]
-        return WatchTargets(recursive=tuple(dict.fromkeys(recursive)), shallow=(root,))
+        shallow = (root,) if self.config_dir is None else tuple(dict.fromkeys((root, self.config_dir)))
+        return WatchTargets(recursive=tuple(dict.fromkeys(recursive)), shallow=shallow)
 
     def resolve_target(self, relative: str) -> Path:
         """An absolute path inside the Wan2GP folder for a client-given relative target. Raises InvalidParams for
