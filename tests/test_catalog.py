@@ -809,3 +809,28 @@ def test_every_form_of_a_hub_url_in_a_finetune_is_a_hub_file(tmp_path):
         "ckpts/b.safetensors": ("Org/B", "dir/b.safetensors"),
         "ckpts/c.safetensors": (None, ""),  # a dataset is no model repo: a plain URL (needs hub.allowed_hosts)
     }
+
+
+def test_a_file_wan2gp_renames_at_its_start_counts_under_either_name(tmp_path):
+    # The fp4 -> nvfp4 move: Wan2GP renames ltx-2-19b-dev-fp4_... to ltx-2-19b-dev-nvfp4_... at its start. A user
+    # who has the old file needs nothing downloaded for a definition naming the new one, and the reverse.
+    from wangpd.planner import plan, scan_present
+
+    old, new = "ltx-2-19b-dev-fp4_diffusion_model.safetensors", "ltx-2-19b-dev-nvfp4_diffusion_model.safetensors"
+    url = "https://huggingface.co/DeepBeepMeep/LTX-2/resolve/main/"
+    wan = tiny_tree(
+        tmp_path,
+        {
+            "new_def": {"architecture": "t2v", "URLs": [url + new]},
+            "old_def": {"architecture": "t2v", "URLs": [url + old]},
+        },
+    )
+    (wan / "ckpts").mkdir()
+    (wan / "ckpts" / old).write_bytes(b"x")
+    catalog = load_catalog(wan)
+    main = {t: next(f for f in catalog.models[t].files if f.role == "main") for t in ("new_def", "old_def")}
+    assert main["new_def"].local == f"ckpts/{new}" and f"ckpts/{old}" in main["new_def"].lookup
+    assert f"ckpts/{new}" in main["old_def"].lookup
+    result = plan(catalog, exists=scan_present(wan, catalog), model_types=["new_def", "old_def"])
+    status = {p.file.local: p.status for p in result.files}
+    assert status[f"ckpts/{new}"] == "present" and status[f"ckpts/{old}"] == "present"

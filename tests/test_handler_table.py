@@ -220,7 +220,19 @@ BAD_TABLES = [
     ("files-not-list", "architectures:\n  x:\n    files: {a: b}\n", "architectures.x.files: expected a list, got dict"),
     ("http-hub", "hub: http://mirror.local\n", "hub: expected an https:// URL, got 'http://mirror.local'"),
     ("not-a-mapping", "- a\n- b\n", "top level: expected a mapping, got list"),
+    ("rename-folder", "renames:\n  a/x.bin: y.bin\n", "renames.a/x.bin: expected one file name renamed to another"),
+    ("rename-same", "renames:\n  x.bin: x.bin\n", "renames.x.bin: expected one file name renamed to another"),
 ]
+
+
+def test_renames_ship_and_merge(tmp_path):
+    shipped = load_handler_table([])
+    assert shipped.renames["ltx-2-19b-dev-fp4_diffusion_model.safetensors"] == (
+        "ltx-2-19b-dev-nvfp4_diffusion_model.safetensors"
+    )
+    extra = write(tmp_path / "extra.yaml", "renames:\n  old.safetensors: new.safetensors\n")
+    merged = load_handler_table([extra])
+    assert merged.renames["old.safetensors"] == "new.safetensors" and len(merged.renames) == len(shipped.renames) + 1
 
 
 @pytest.mark.parametrize(("text", "message"), [c[1:] for c in BAD_TABLES], ids=[c[0] for c in BAD_TABLES])

@@ -18,6 +18,7 @@ partial table with the same keys, merged like this:
 ``shared_local_paths`` appended
 ``optional_features``  a feature with the same ``feature`` name is replaced, others appended
 ``deprecated``         appended (names are never planned)
+``renames``            merged by old name (Wan2GP renames the old file at its start: the old name counts as the new)
 =====================  =====================================================================================
 """
 
@@ -191,6 +192,8 @@ class HandlerTable:
     shared_local_paths: tuple[Mapping[str, Any], ...]
     optional_features: tuple[OptionalFeature, ...]
     deprecated: frozenset[str]
+    # old file name -> the name Wan2GP renames it to at its start (in any checkpoints root).
+    renames: Mapping[str, str] = field(default_factory=dict)
     arch_source: Mapping[str, Path] = field(default_factory=dict, repr=False, compare=False)
 
     def core_files_for(self, settings: Mapping[str, Any]) -> list[HandlerFile]:
@@ -443,6 +446,7 @@ _TOP_KEYS = {
     "shared_local_paths",
     "optional_features",
     "deprecated",
+    "renames",
 }
 
 # Parsed tables, keyed by (path, mtime_ns, size) of every source: the watcher reloads the catalog often and the
@@ -475,6 +479,7 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
     shared: list[Mapping[str, Any]] = []
     features: dict[str, OptionalFeature] = {}
     deprecated: set[str] = set()
+    renames: dict[str, str] = {}
 
     for index, path in enumerate(paths):
         check = _Checker(path)
@@ -521,6 +526,12 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
             features[name] = OptionalFeature(feature=name, when=str(entry.get("when", "")), files=files)
         for i, item in enumerate(check.seq(data.get("deprecated"), "deprecated")):
             deprecated.add(check.text(item, f"deprecated[{i}]") or "")
+        for old, new in check.mapping(data.get("renames") or {}, "renames").items():
+            old_name = check.text(old, "renames")
+            new_name = check.text(new, f"renames.{old}")
+            if not old_name or not new_name or "/" in old_name + new_name or old_name == new_name:
+                raise check.fail(f"renames.{old}", "expected one file name renamed to another (no folders)")
+            renames[old_name] = new_name
 
     # References between entries are checked once everything is merged: an extra may add the encoder it uses.
     for name, arch in archs.items():
@@ -545,6 +556,7 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
         shared_local_paths=tuple(shared),
         optional_features=tuple(features.values()),
         deprecated=frozenset(deprecated),
+        renames=renames,
         arch_source=arch_source,
     )
     if len(_CACHE) > 8:

@@ -158,6 +158,12 @@ class Resolver:
         self.all_variants = all_variants
         self.core = table.core_files_for(settings.raw)
         self._placed: dict[tuple[str, str, bool], tuple[str, tuple[str, ...]]] = {}
+        # Files Wan2GP renames at its start: either name on disk stands for the file (the old one is renamed to the
+        # new one before anything loads; an older definition that still names the old file finds the new one).
+        self._same_file: dict[str, tuple[str, ...]] = {}
+        for old, new in table.renames.items():
+            self._same_file[old] = (*self._same_file.get(old, ()), new)
+            self._same_file[new] = (*self._same_file.get(new, ()), old)
         self._handled: dict[tuple[HandlerFile, str, str], WantedFile] = {}
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -198,7 +204,13 @@ class Resolver:
             local = _join(self.settings.loras_root, lora_dir, rel)
             return local, (local,)
         lookup = tuple(dict.fromkeys(_join(root, rel) for root in self.settings.checkpoints_paths))
-        return lookup[0], lookup
+        other_names = self._same_file.get(posixpath.basename(rel), ())
+        if other_names:
+            folder = posixpath.dirname(rel)
+            lookup += tuple(
+                _join(root, folder, name) for name in other_names for root in self.settings.checkpoints_paths
+            )
+        return lookup[0], tuple(dict.fromkeys(lookup))
 
     def from_url(
         self,
