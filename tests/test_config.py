@@ -173,6 +173,7 @@ BAD_CONFIGS = [
     ("{wan}\nwan2gp:\n  handler_files: [missing.yaml]\n", ["wan2gp.handler_files", "does not exist"]),
     ("{wan}\n  bad indent: [\n", ["invalid YAML"]),
     ("- just\n- a list\n", ["expected a mapping"]),
+    ("{wan}\nauto_queue:\n  include: [2020-13-45]\n", ["invalid YAML value", "month must be in 1..12"]),
 ]
 
 
@@ -186,6 +187,12 @@ def test_bad_config_names_file_key_and_problem(base: Path, text: str, expected: 
     assert message.startswith(str(path))
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_a_bad_hf_endpoint_in_the_environment_is_a_config_error(base: Path) -> None:
+    path = write(base, "wan2gp_directory: wan2gp\n")
+    with pytest.raises(ConfigError, match="HF_ENDPOINT: expected an http"):
+        load_config(path, environ={"HOME": "/h", "HF_ENDPOINT": "mirror.local"})
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ def _parse_yaml(text: str, path: Path) -> Any:
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except (ValueError, OverflowError) as exc:  # a scalar YAML types but cannot build, e.g. the date 2020-13-45
+        raise ConfigError(f"{path}: invalid YAML value: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -536,7 +538,10 @@ def _hub_config(reader: _Reader, env: Mapping[str, str]) -> HubConfig:
         cache_dir = _xdg(env, "XDG_CACHE_HOME", ".cache") / "huggingface" / "hub"
     defaults: dict[str, Any] = {"cache_dir": cache_dir}
     if env.get("HF_ENDPOINT"):
-        defaults["endpoint"] = _endpoint(env["HF_ENDPOINT"])
+        try:
+            defaults["endpoint"] = _endpoint(env["HF_ENDPOINT"])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable HF_ENDPOINT: {exc} (unset it or set hub.endpoint)") from None
     hub = HubConfig(**_read_section(reader, "hub", **defaults))
     if hub.token_file is not None and not hub.token_file.is_file():
         raise reader.fail("hub.token_file", f"file {hub.token_file} does not exist")
