@@ -27,6 +27,7 @@ from wangpd.rpc import AccessPolicy, RpcServer
 from wangpd.schedule import Bandwidth
 from wangpd.sources import Sources
 from wangpd.store import Store
+from wangpd.units import parse_rate
 from wangpd.watcher import Watcher
 
 __all__ = ["Daemon"]
@@ -98,7 +99,7 @@ class Daemon:
                 Path(job.target).name,
             )
         self.paused = bool(self.store.get_setting("paused", False))
-        manual = self.store.get_setting("manual_limit")
+        manual = _stored_limit(self.store)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -114,9 +115,7 @@ class Daemon:
         )
         self.engine = Engine(cfg, self.store, self.events, self.sources, layout=self.keeper.layout, paused=self.paused)
         self._exit.push_async_callback(self._stop_engine)
-        self.bandwidth = Bandwidth(
-            cfg.download, self.engine.set_rate, (int(manual[0]), float(manual[1])) if manual else None
-        )
+        self.bandwidth = Bandwidth(cfg.download, self.engine.set_rate, manual)
         self._exit.push_async_callback(self._cancel_tasks)
 
         gid = grp.getgrnam(cfg.daemon.socket_group).gr_gid if cfg.daemon.socket_group else None
@@ -348,6 +347,24 @@ class Daemon:
         """A job was changed from outside the engine (pause, cancel, retry, add): let the engine react."""
         if self.engine is not None:
             self.engine.job_changed(job)
+
+
+def _stored_limit(store: Store) -> tuple[int, float] | None:
+    """The manual limit kept from the last run. One that cannot be read back (an older wangpd stored a value out of
+    range) is dropped with a warning: a stored setting must never keep the daemon from starting."""
+    stored = store.get_setting("manual_limit")
+    if stored is None:
+        return None
+    try:
+        rate, set_at = stored
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            raise ValueError(f"not a whole number of bytes/s: {str(rate)[:40]}")
+        parse_rate(rate)  # the same bounds as for `wangpctl limit`
+        return rate, float(set_at)
+    except (TypeError, ValueError, OverflowError) as exc:
+        log.warning("the stored manual bandwidth limit cannot be used (%s); back to the configured limit", exc)
+        store.set_setting("manual_limit", None)
+        return None
 
 
 def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:

@@ -36,6 +36,7 @@ __all__ = ["HANDLERS", "AccessPolicy", "Handler", "Peer", "RpcServer", "call", "
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
+_INT64 = (-(2**63), 2**63 - 1)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -104,6 +105,9 @@ class Handler:
             if name not in self.signature.parameters:
                 allowed = ", ".join(names) or "none"
                 raise InvalidParams(f"{self.method}: unknown parameter {name!r} (allowed: {allowed})")
+            if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+                # JSON allows any integer; SQLite and every counter here hold 64 bits. Refused before any use.
+                raise InvalidParams(f"{self.method}: parameter {name!r} is out of range (a 64-bit integer)")
             hint = self.hints.get(name, Any)
             if not _accepts(value, hint):
                 raise InvalidParams(f"{self.method}: parameter {name!r} must be {_describe(hint)}, got {value!r}"[:300])

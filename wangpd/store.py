@@ -128,6 +128,15 @@ _REASON_SQL_RANK = (
 )
 
 
+MAX_PRIORITY = 10**9  # far beyond any queue, far below 64 bits: `top` (highest + 1) can never overflow
+
+
+def _check_priority(value: int) -> int:
+    if not -MAX_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidParams(f"priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {value}")
+    return value
+
+
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``col=?, ...`` and its values for an UPDATE; refuses names that are not columns (they go into SQL text)."""
     unknown = set(fields) - _COLUMN_NAMES
@@ -202,6 +211,7 @@ class Store:
             raise InvalidParams(f"a new job cannot start as {state}")
         if not spec.url or not spec.target:
             raise InvalidParams("a job needs a url and a target path")
+        _check_priority(spec.priority)
         now = time.time()
         existing = self.find_by_target(spec.target)
         if existing is not None:
@@ -425,7 +435,7 @@ class Store:
             value = where
         else:
             raise InvalidParams(f"priority must be top, bottom or a whole number, got {where!r}")
-        return self.set_job_fields(job_id, priority=value)
+        return self.set_job_fields(job_id, priority=_check_priority(value))
 
     def clear(self, which: str) -> int:
         """Delete finished rows: ``complete``, ``failed`` (failed and cancelled) or ``all`` finished ones."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_bytes", "format_rate", "parse_duration", "parse_rate", "parse_size"]
@@ -29,6 +30,41 @@ _SIZE_RE = re.compile(_NUMBER + r"\s*([a-z]*)")
 _RATE_RE = re.compile(_NUMBER + r"\s*([a-z]*)\s*(?:/\s*s|ps)?")
 _DURATION_RE = re.compile(_NUMBER + r"\s*(ms|s|m|min|h|d)?")
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+# Bounds every parsed value must keep, so that nothing stored from a config key or an RPC call can later fail to be
+# read back, formatted or handed to SQLite (a 400-digit limit once made every status call fail, and startup too).
+MAX_SIZE = 1000**6  # 1 EB
+MAX_RATE = 1000**4  # 1 TB/s: far above any link, far below any overflow
+MAX_DURATION = 10 * 365 * 86400.0  # ten years
+
+
+def _number(value: float, what: str, example: str) -> float:
+    """``value`` as a float, refusing what no unit can make sense of (NaN, infinities, huge integers)."""
+    try:
+        return _finite(float(value), what, example)
+    except OverflowError:
+        raise ValueError(f"{what} {str(value)[:20]}... is far too large") from None
+
+
+def _finite(value: float, what: str, example: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r} (e.g. {example})")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, got {value}")
+    return value
+
+
+def _bounded_size(count: float, original: object) -> int:
+    if count > MAX_SIZE:
+        raise ValueError(f"size {original!r} is larger than {format_bytes(MAX_SIZE)}")
+    return int(count)
+
+
+def _bounded_rate(rate: float, original: object) -> int:
+    if rate > MAX_RATE:
+        raise ValueError(f"rate {original!r} is above {format_rate(MAX_RATE)}; use 0/off for unlimited")
+    if 0 < rate < 1:
+        raise ValueError(f"rate {original!r} is below 1 B/s; use 0/off for unlimited")
+    return int(rate)
 
 
 def parse_size(value: object) -> int:
@@ -36,15 +72,13 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a size like 10GiB, got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"size must not be negative, got {value}")
-        return int(value)
+        return _bounded_size(_number(value, "size", "10GiB"), value)
     if not isinstance(value, str):
         raise ValueError(f"expected a size like 10GiB, got {value!r}")
     match = _SIZE_RE.fullmatch(value.strip().lower())
     if not match or match.group(2) not in _SIZE_UNITS:
         raise ValueError(f"bad size {value!r} (expected e.g. 500MB, 10GiB, 1TB or a number of bytes)")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    return _bounded_size(_finite(float(match.group(1)), "size", "10GiB") * _SIZE_UNITS[match.group(2)], value)
 
 
 def parse_rate(value: object) -> int:
@@ -58,9 +92,7 @@ def parse_rate(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a rate like 20MiB/s, got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"rate must not be negative, got {value}")
-        return int(value)
+        return _bounded_rate(_number(value, "rate", "20MiB/s"), value)
     if not isinstance(value, str):
         raise ValueError(f"expected a rate like 20MiB/s, got {value!r}")
     text = value.strip().lower()
@@ -68,14 +100,20 @@ def parse_rate(value: object) -> int:
         return 0
     match = _RATE_RE.fullmatch(text)
     if match:
-        number, unit = float(match.group(1)), match.group(2)
+        number, unit = _finite(float(match.group(1)), "rate", "20MiB/s"), match.group(2)
         if unit in _BIT_UNITS:
-            return int(number * _BIT_UNITS[unit] / 8)
+            return _bounded_rate(number * _BIT_UNITS[unit] / 8, value)
         if unit in ("bps",):
-            return int(number / 8)
+            return _bounded_rate(number / 8, value)
         if unit in _SIZE_UNITS:
-            return int(number * _SIZE_UNITS[unit])
+            return _bounded_rate(number * _SIZE_UNITS[unit], value)
     raise ValueError(f"bad rate {value!r} (expected e.g. 90MB/s, 50MiB/s, 400Mbit/s, or 0/off for unlimited)")
+
+
+def _bounded_duration(seconds: float, original: object) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {original!r} is longer than ten years")
+    return seconds
 
 
 def parse_duration(value: object) -> float:
@@ -83,13 +121,12 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 30s or 5m, got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative, got {value}")
-        return float(value)
+        return _bounded_duration(_number(value, "duration", "30s"), value)
     if isinstance(value, str):
         match = _DURATION_RE.fullmatch(value.strip().lower())
         if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            seconds = _finite(float(match.group(1)), "duration", "30s") * _DURATION_UNITS[match.group(2)]
+            return _bounded_duration(seconds, value)
     raise ValueError(f"bad duration {value!r} (expected e.g. 30s, 5m, 2h)")
 
 
