@@ -28,6 +28,7 @@ from wangpd.handler_table import (
     load_handler_table,
 )
 from wangpd.models import DEFAULT_SETTINGS, ModelDef, WanSettings, WantedFile
+from wangpd.paths import read_regular
 from wangpd.resolver import OPTIONAL_URL_KEYS, MergedDef, Resolver, json_kind, norm
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "read_wan_settings",
 ]
 
+MAX_DEFINITION_BYTES = 16 << 20  # the largest definition of 2026 is 12 KB; a 16 MB one is not Wan2GP's
+MAX_JSON_DEPTH = 64
 _URL_LIST_KEYS = ("URLs", "URLs2", "preload_URLs", "loras", "text_encoder_URLs", "VAE_URLs")
 _TEXT_KEYS = ("name", "architecture", "text_encoder_folder", "source", "source2")
 
@@ -71,7 +74,7 @@ def read_wan_settings(config_dir: Path) -> tuple[WanSettings, list[str]]:
     """
     path = Path(config_dir) / "wgp_config.json"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_DEFINITION_BYTES)[0].decode("utf-8")
     except FileNotFoundError:
         return DEFAULT_SETTINGS, []
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,8 +122,8 @@ class _Source:
 
 def _read_definition(path: Path) -> _Source:
     try:
-        stat = path.stat()
-        text = path.read_bytes().decode("utf-8")
+        raw, stat = read_regular(path, MAX_DEFINITION_BYTES)
+        text = raw.decode("utf-8")
     except OSError as exc:
         return _Source((0, 0), None, f"{path}: cannot read: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
@@ -130,6 +133,11 @@ def _read_definition(path: Path) -> _Source:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return _Source(stamp, None, f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+    except RecursionError:
+        return _Source(stamp, None, f"{path}: invalid JSON: nested too deeply")
+    if _depth(data) > MAX_JSON_DEPTH:
+        # Wan2GP's definitions are a few levels deep; a deeper one would exhaust the resolver's recursion.
+        return _Source(stamp, None, f"{path}: nested more than {MAX_JSON_DEPTH} levels deep")
     if not isinstance(data, dict):
         return _Source(stamp, None, f"{path}: top level must be a JSON object, got {json_kind(data)}")
     if "model" not in data:
@@ -141,6 +149,18 @@ def _read_definition(path: Path) -> _Source:
     if problem:
         return _Source(stamp, None, f"{path}: {problem}")
     return _Source(stamp, model, None)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: never recurses itself)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                todo.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _check_types(model: Mapping[str, Any]) -> str | None:

@@ -8,10 +8,12 @@ second daemon away. Each rule is written here once; modules import it instead of
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "is_own_temp",
     "lock_exclusive",
     "nearest_existing",
+    "read_regular",
     "safe_relative",
     "safe_repo_path",
     "temp_name",
@@ -106,3 +109,32 @@ def lock_exclusive(path: Path) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file of at most ``limit`` bytes, and its stat. Raises OSError for anything else.
+
+    Opened non-blocking and checked on the open descriptor: a FIFO, a socket or a device named like a definition
+    (``defaults/x.json``) is refused at once instead of blocking a reader (and with it the daemon's shutdown), and
+    a swap between check and read is not possible.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)

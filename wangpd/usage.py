@@ -89,6 +89,8 @@ def read_queue(config_dir: Path) -> tuple[list[str], list[str]]:
     order, and the problems found. An absent file gives ``([], [])``; a damaged one ``([], [message])``."""
     path = Path(config_dir) / QUEUE_FILE
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the reader (and the daemon's shutdown)
+            return [], [f"{path}: not a regular file; ignoring the saved queue"]
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "queue.json"), None)
             if name is None:
@@ -350,6 +352,8 @@ class OutputScanner:
             if suffix not in _MEDIA_SUFFIXES and suffix != SIDECAR_SUFFIX:
                 return
             fst = entry.stat()
+            if not stat.S_ISREG(fst.st_mode):  # a FIFO or device named like an output: never opened
+                return
         except OSError:
             return  # removed while listing
         changed = _change_ns(fst)
@@ -372,7 +376,8 @@ class OutputScanner:
     def _read_one(path: str, suffix: str, st: os.stat_result, result: ScanResult, *, settling: bool = False) -> None:
         result.files_read += 1
         try:
-            with open(path, "rb") as f:
+            # Non-blocking: a file swapped for a FIFO after the listing cannot hang the scan.
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
                 model_type = read_model_type(f, suffix, st.st_size)
         except READ_ERRORS:
             model_type = None
