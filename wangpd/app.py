@@ -195,7 +195,8 @@ class Daemon:
         """Re-read the config file. Raises ConfigError (old config kept). Returns what changed."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config.path, environ=self.config.environ)
+            # In a thread: reading and checking the file must never hold up transfers and RPC answers.
+            new = await asyncio.to_thread(load_config, self.config.path, environ=self.config.environ)
         except Exception:
             self.notifier.ready(status_line(self))
             raise
@@ -375,7 +376,8 @@ def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
 def _lock_database(db_path: Path) -> int:
     """An exclusive flock on ``<db>.lock``, held until the process exits. Raises AlreadyRunning."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = lock_exclusive(Path(f"{db_path}.lock"))
+    # The real file's lock: a db_path that is a symlink to another daemon's database must meet that daemon's lock.
+    fd = lock_exclusive(Path(f"{os.path.realpath(db_path)}.lock"))
     if fd is None:
         raise AlreadyRunning(
             f"another wangpd is using the queue database {db_path}; stop it first (systemctl stop wangpd)"

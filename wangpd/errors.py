@@ -27,6 +27,12 @@ class ConfigError(WangpError):
 
     default_message = "bad configuration"
     rpc_code = protocol.CONFIG_ERROR
+    MAX_LENGTH = 1000  # the message quotes the bad value: one line, never megabytes
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None and len(message) > self.MAX_LENGTH:
+            message = message[: self.MAX_LENGTH - 20] + f"... ({len(message)} chars)"
+        super().__init__(message)
 
 
 class InvalidParams(WangpError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wangpd.models import COMMIT_RE, SHA256_RE, FileMeta
-from wangpd.paths import PART_SUFFIX, TEMP_SUFFIX, fsync_dir, safe_repo_path
+from wangpd.paths import PART_SUFFIX, fsync_dir, safe_repo_path, unique_temp_name
 
 __all__ = ["CachePaths", "HFCache", "repo_folder_name"]
 
@@ -141,7 +141,7 @@ class HFCache:
         target = os.path.relpath(paths.blob, snapshot.parent)
         if snapshot.is_symlink() and os.readlink(snapshot) == target:
             return
-        temp = snapshot.with_name(f".{snapshot.name}{TEMP_SUFFIX}")
+        temp = unique_temp_name(snapshot)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         try:
@@ -167,7 +167,7 @@ class HFCache:
         except (OSError, UnicodeDecodeError):
             pass
         paths.ref.parent.mkdir(parents=True, exist_ok=True)
-        temp = paths.ref.with_name(f".{paths.ref.name}{TEMP_SUFFIX}")
+        temp = unique_temp_name(paths.ref)
         temp.write_text(commit, encoding="utf-8")  # no newline: hf_hub_download reads the ref unstripped
         os.replace(temp, paths.ref)
 

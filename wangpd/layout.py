@@ -77,7 +77,12 @@ class Layout:
         if not relative or os.path.isabs(relative) or "\\" in relative:
             raise InvalidParams(f"target {relative!r} must be a path relative to the Wan2GP folder, e.g. ckpts/x")
         root = self.root.resolve()
-        candidate = (root / relative).resolve()
-        if not any(candidate != r and r in candidate.parents for r in (root, *self.content_roots())):
+        given = root / relative
+        if given.name in ("", ".", ".."):
+            raise InvalidParams(f"target {relative!r} names no file")
+        # The folder is resolved, not the file: the file may already be wangpd's link into the HF cache (a file
+        # added again, or after `clear complete`), which resolves outside the Wan2GP folder by design.
+        candidate = given.parent.resolve() / given.name
+        if not any(r == candidate.parent or r in candidate.parents for r in (root, *self.content_roots())):
             raise InvalidParams(f"target {relative!r} is outside the Wan2GP folder {root}")
         return candidate

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import stat
+import uuid
 from pathlib import Path
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "safe_relative",
     "safe_repo_path",
     "temp_name",
+    "unique_temp_name",
 ]
 
 # A download in progress: the HF cache's own suffix (``hf cache ls`` lists these as partial), also used for
@@ -59,6 +61,12 @@ def safe_repo_path(path: str) -> bool:
 def temp_name(path: Path) -> Path:
     """The temporary sibling under which ``path`` is built before its atomic rename."""
     return path.with_name(f".{path.name}{TEMP_SUFFIX}")
+
+
+def unique_temp_name(path: Path) -> Path:
+    """A temporary sibling no other writer uses: for files two jobs may write at once (the repo's ``refs/main``
+    when two of its files finish together, a shared snapshot link)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
 
 
 def is_own_temp(path: str | Path) -> bool:

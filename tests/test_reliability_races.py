@@ -1,0 +1,97 @@
+"""Issue 15, items 7, 10, 12: two files of one repo finishing together, adding a downloaded file again, and a queue
+database reached through a symlink."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conftest import DaemonProcess, wait_for, write_config
+from wangpd.hfcache import CachePaths, HFCache
+
+URL = "https://huggingface.co/Org/Repo/resolve/main/again.safetensors"
+
+
+def test_refs_and_snapshot_links_written_by_many_writers_at_once(tmp_path: Path) -> None:
+    # Each commit of a repo file writes refs/main and a snapshot link; two jobs of one repo finishing together used
+    # one fixed temp name (refs/.main.wangpd-tmp) and one of them failed. 8 writers x 100 commits each, at once.
+    cache = HFCache(tmp_path / "hub")
+    repo_dir = cache.repo_dir("Org/Repo")
+    blob = repo_dir / "blobs" / ("a" * 64)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"x")
+    errors: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        for round_number in range(100):
+            commit = f"{(index * 100 + round_number) % 7:040x}"
+            paths = CachePaths(
+                repo_dir,
+                blob,
+                blob.with_name(blob.name + ".incomplete"),
+                repo_dir / "snapshots" / commit / f"f{index}.bin",
+                repo_dir / "refs" / "main",
+            )
+            try:
+                cache._link_snapshot(paths)
+                cache._write_ref(paths)
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:3]
+    assert len((repo_dir / "refs" / "main").read_text()) == 40
+    assert not [p for p in repo_dir.rglob("*") if p.name.endswith(".wangpd-tmp")], "temp names left behind"
+
+
+def test_adding_a_downloaded_file_again_is_accepted(daemon_factory: Any, fake_hub: Any, wan2gp: Path) -> None:
+    fake_hub.add_file("Org/Repo", "again.safetensors", size=5000, seed=9)
+    daemon: DaemonProcess = daemon_factory(hub={"endpoint": fake_hub.endpoint}).start()
+    first = daemon.ctl_json("add", URL)["files"][0]
+    wait_for(lambda: daemon.ctl_json("job", "show", str(first["job"]["id"]))["state"] == "complete", what="complete")
+    assert (wan2gp / "ckpts" / "again.safetensors").is_symlink()
+    again = daemon.ctl_json("add", URL)["files"][0]  # was: "target ... is outside the Wan2GP folder"
+    assert not again["created"] and again["job"]["state"] == "complete"
+    daemon.ctl("clear", "complete")
+    after_clear = daemon.ctl_json("add", URL)["files"][0]
+    assert after_clear["created"]
+    done = wait_for(
+        lambda: (j := daemon.ctl_json("job", "show", str(after_clear["job"]["id"])))["state"] == "complete" and j,
+        what="complete again",
+    )
+    assert done["source"] == "present", "the link already there is taken as it is, nothing fetched"
+
+
+def test_a_database_reached_through_a_symlink_meets_the_other_daemons_lock(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "state").mkdir()
+    os.symlink(tmp_path / "state" / "hfcache.db", other / "state" / "shared.db")
+    sock_dir = Path(tempfile.mkdtemp(prefix="wp", dir="/tmp"))
+    try:
+        config = write_config(
+            other,
+            Path(yaml.safe_load(daemon.config.read_text())["wan2gp_directory"]),
+            sock_dir,
+            daemon={"db_path": str(other / "state" / "shared.db")},
+        )
+        second = DaemonProcess(config, sock_dir / "wangpd.sock", other)
+        second.start(wait_ready=False)
+        assert second.proc is not None and second.proc.wait(20) == 1
+        assert "another wangpd is using the queue database" in second.log()
+        second.notify.close()
+        assert daemon.ctl_json("status")["state"] == "running"
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
