@@ -535,3 +535,8 @@ def test_service_install_dry_run_says_would_and_colours_warnings_only_when_asked
     assert "\x1b[" not in text
     coloured = render.service_install(install_result(dry_run=True), colour=True)
     assert "\x1b[33mwarning: linger is off" in coloured
+
+
+def test_models_new_says_when_nothing_is_new() -> None:
+    empty = checked({"models": [], "count": 0}, "models")
+    assert render.models(empty, missing=False, filtered=False, colour=False, new=True).startswith("no new model types")

@@ -207,10 +207,12 @@ def reload(r: dict[str, Any]) -> str:
 # ---- models, plan, approvals -------------------------------------------------------------------------------------
 
 
-def models(r: dict[str, Any], *, missing: bool, filtered: bool, colour: bool) -> str:
+def models(r: dict[str, Any], *, missing: bool, filtered: bool, colour: bool, new: bool = False) -> str:
     """``models.list`` as a table. ``missing``: only incomplete models were asked for (the default, so the footer
-    points at --all); ``filtered``: a --filter was given."""
+    points at --all); ``filtered``: a --filter was given; ``new``: only model types that appeared while watched."""
     if not r["models"]:
+        if new:
+            return "no new model types since wangpd started watching this Wan2GP folder"
         return "every model is complete" if missing and not filtered else "no matching models"
     rows = []
     for m in r["models"]:
