@@ -363,7 +363,7 @@ def models(click_ctx: click.Context, filter_: str | None, missing: bool, new: bo
     result = ctx.call("models.list", filter=filter_, missing=missing, new=new)
     ctx.out(
         result,
-        lambda r: render.models(r, missing=missing and not new, filtered=bool(filter_) or new, colour=ctx.colour),
+        lambda r: render.models(r, missing=missing and not new, filtered=bool(filter_), colour=ctx.colour, new=new),
     )
 
 
