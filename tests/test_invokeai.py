@@ -139,13 +139,30 @@ def test_variant_and_subfolder_installs(store: Store) -> None:
 
 def test_filename_and_size_is_a_weak_last_resort(store: Store, tmp_path: Path) -> None:
     content = b"c" * 4096
-    installed = tmp_path / "elsewhere" / "Wan2_1_VAE_bf16.safetensors"
-    installed.parent.mkdir()
+    installed = store.models / "wan" / "vae" / "Wan2_1_VAE_bf16.safetensors"  # an absolute path, inside models/
+    installed.parent.mkdir(parents=True)
     store.add(str(installed), "path", str(installed), content=content, type="vae")
     index = store.index()
     assert index.find("Kijai/WanVideo_comfy", "Wan2_1_VAE_bf16.safetensors", size=len(content)) == installed
     assert index.find("Kijai/WanVideo_comfy", "Wan2_1_VAE_bf16.safetensors", size=len(content) - 1) is None
     assert index.find("Kijai/WanVideo_comfy", "Wan2_1_VAE_bf16.safetensors") is None  # no size: too weak
+
+
+def test_a_row_pointing_outside_the_models_folder_is_never_followed(store: Store, tmp_path: Path) -> None:
+    # Issue 15, item 11: a row of InvokeAI's database is data, not a promise. A root-only file elsewhere, or a
+    # symlink inside models/ that leads out, is never linked or copied into Wan2GP's folder.
+    secret = tmp_path / "root-only" / "Repo_a.safetensors"
+    secret.parent.mkdir()
+    secret.write_bytes(b"s" * 8)
+    secret.chmod(0o600)
+    store.add("Org/Repo::a.safetensors", "hf_repo_id", str(secret), content=b"s" * 8)
+    (store.models / "link").mkdir(parents=True, exist_ok=True)
+    (store.models / "link" / "Repo_b.safetensors").symlink_to(secret)
+    store.add("Org/Repo::b.safetensors", "hf_repo_id", "link/Repo_b.safetensors")
+    index = store.index()
+    assert len(index.models) == 2
+    assert index.find("Org/Repo", "a.safetensors", size=8) is None
+    assert index.find("Org/Repo", "b.safetensors", size=8) is None
 
 
 def test_external_and_in_progress_installs_are_skipped(store: Store) -> None:

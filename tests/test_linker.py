@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,16 @@ def test_real_errors_are_not_swallowed(layout: tuple[Path, Path], monkeypatch: p
         link_into_place(snapshot, wan2gp / "ckpts" / "a.safetensors", allowed_roots=[wan2gp])
     with pytest.raises(FileNotFoundError):
         link_into_place(wan2gp / "missing", wan2gp / "ckpts" / "b.safetensors", allowed_roots=[wan2gp])
+
+
+def test_a_copy_never_widens_permissions_and_survives_its_own_stale_temp(layout: tuple[Path, Path]) -> None:
+    # Issue 15, items 11 and 22: a 0600 source stays 0600 in ckpts/; a temp file left by a kill mid-copy is wangpd's
+    # own and is replaced (the job used to fail "appeared while linking" on every retry).
+    snapshot, wan2gp = layout
+    snapshot.resolve().chmod(0o600)
+    target = wan2gp / "ckpts" / "private.safetensors"
+    stale = target.with_name(f".{target.name}.wangpd-tmp")
+    stale.write_bytes(b"half a copy")
+    assert link_into_place(snapshot, target, mode="copy", allowed_roots=[wan2gp]) == "copy"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == snapshot.read_bytes()
+    assert not stale.exists()

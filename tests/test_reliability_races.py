@@ -95,3 +95,34 @@ def test_a_database_reached_through_a_symlink_meets_the_other_daemons_lock(
         assert daemon.ctl_json("status")["state"] == "running"
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_a_folder_where_a_file_goes_and_a_final_reason_that_is_final(
+    daemon_factory: Any, fake_hub: Any, wan2gp: Path
+) -> None:
+    # Issue 15, items 23 and 29. A folder at a model file's path was "complete via present"; it now fails with the
+    # reason before a byte is fetched and is left alone. A job that runs out of attempts ends with the last error
+    # and how many attempts it took, not with "...; will resume".
+    from fakehub import Fault
+
+    fake_hub.add_file("Org/Repo", "blocked.safetensors", size=5000, seed=3)
+    dropped = fake_hub.add_file("Org/Repo", "dropped.safetensors", size=400_000, seed=4)
+    fake_hub.inject("Org/Repo", "dropped.safetensors", Fault(on="body", drop_after=1000, times=100))
+    (wan2gp / "ckpts" / "blocked.safetensors").mkdir()
+    daemon: DaemonProcess = daemon_factory(
+        hub={"endpoint": fake_hub.endpoint}, download={"max_attempts": 3, "backoff_max": "0.2s"}
+    ).start()
+    blocked = daemon.ctl_json("add", URL.replace("again", "blocked"))["files"][0]["job"]["id"]
+    gone = daemon.ctl_json("add", URL.replace("again", "dropped"))["files"][0]["job"]["id"]
+
+    def final(job_id: int) -> dict[str, Any] | None:
+        job = daemon.ctl_json("job", "show", str(job_id))
+        return job if job["state"] == "failed" else None
+
+    first = wait_for(lambda: final(blocked), timeout=30, what="the blocked job failed")
+    assert "a folder is where Wan2GP looks for this file; left alone" in first["last_error"]
+    assert first["bytes_done"] == 0 and (wan2gp / "ckpts" / "blocked.safetensors").is_dir()
+    second = wait_for(lambda: final(gone), timeout=60, what="the dropped job failed")
+    assert second["last_error"].endswith("gave up after 3 attempts"), second["last_error"]
+    assert "will resume" not in second["last_error"]
+    assert dropped.bytes_served < dropped.size

@@ -20,7 +20,7 @@ from typing import Any
 from wangpd import transfer
 from wangpd.config import Config
 from wangpd.download import Progress, open_session
-from wangpd.errors import BadState, DiskFull, TransferError, WangpError
+from wangpd.errors import BadState, DiskFull, TargetExists, TransferError, WangpError
 from wangpd.events import EventBus
 from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter, SpeedMeter
@@ -204,8 +204,13 @@ class Engine:
             if target.exists():  # Wan2GP skips a folder that exists, whatever is in it
                 return "present", 0
             return await self._complete_folder(job, target)
-        if target.exists():  # Wan2GP takes any file at its path as complete; so do we (never overwrite it)
+        if target.is_file():  # Wan2GP takes any file at its path as complete; so do we (never overwrite it)
             return "present", 0
+        if target.exists():
+            # A folder, FIFO or device where Wan2GP looks for a file: it would not load it, and it is not ours to
+            # replace. Said before a byte is fetched.
+            kind = "a folder" if target.is_dir() else "something that is not a file"
+            raise TargetExists(f"{target}: {kind} is where Wan2GP looks for this file; left alone")
         if job.repo:
             found = self.sources.invokeai.find(job.repo, job.path, job.url, job.size)
             if found is not None:

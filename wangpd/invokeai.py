@@ -195,8 +195,17 @@ class InvokeAIIndex:
                 return hit
         return None
 
-    @staticmethod
-    def _usable(candidate: Path, size: int | None) -> Path | None:
+    def _usable(self, candidate: Path, size: int | None) -> Path | None:
+        """``candidate`` if it is a regular file inside InvokeAI's models folder (after symlinks) of ``size``.
+
+        A row of InvokeAI's database is data, not a promise: one pointing elsewhere (``/root/secret``, another
+        user's file) is never linked or copied into Wan2GP's folder."""
+        if self.models_dir is None:
+            return None
+        models = os.path.realpath(self.models_dir)
+        real = os.path.realpath(candidate)
+        if os.path.commonpath([models, real]) != models or real == models:
+            return None
         try:
             if not candidate.is_file():
                 return None

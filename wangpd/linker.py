@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -98,8 +99,16 @@ def _note_fallback(folder: Path, wanted: str, used: str, exc: OSError) -> None:
 
 def _copy(source: Path, target: Path) -> None:
     temp = temp_name(target)
+    # Ours, left by a kill mid-copy (the job then failed "appeared while linking" on every retry).
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()
     try:
         with open(source, "rb") as src, open(temp, "xb") as dst:
+            # Never wider than the source: a 0600 file stays 0600 (the umask may narrow it further).
+            os.fchmod(
+                dst.fileno(),
+                stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & stat.S_IMODE(os.fstat(src.fileno()).st_mode),
+            )
             shutil.copyfileobj(src, dst, 8 * 1024 * 1024)
             dst.flush()
             os.fsync(dst.fileno())

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -145,6 +146,10 @@ async def _with_retries(
                 backoff_base=backoff_base,
             )
             if delay is None:
+                if exc.retryable and attempt > 1:
+                    # The last word, not a promise: "...; will resume" is no reason to leave on a failed job.
+                    reason = re.sub(r"; (will resume|restarting)$", "", str(exc))
+                    raise type(exc)(f"{reason}; gave up after {attempt} attempts", retryable=True) from exc
                 raise
             log.info("%s (attempt %d), retrying in %.1f s", exc, attempt, delay)
             if on_retry is not None:
