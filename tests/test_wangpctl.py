@@ -121,3 +121,58 @@ def test_the_client_formats_bytes_and_rates_as_the_daemon_does() -> None:
         assert fmt.bytes_(count) == format_bytes(count), count
     for value in (0, 1, 20 * 2**20, 400 * 10**6 / 8):
         assert fmt.rate(value) == format_rate(value), value
+
+
+def test_a_daemon_that_accepts_and_never_answers_exits_3_in_one_line(tmp_path: Path) -> None:
+    # Issue 15, item 13: every command printed a traceback after 30 s with exit 1, and follow waited forever.
+    import socket as socketlib
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    folder = Path(tempfile.mkdtemp(prefix="wp", dir="/tmp"))
+    path = folder / "hung.sock"
+    server = socketlib.socket(socketlib.AF_UNIX)
+    server.bind(str(path))
+    server.listen(16)  # accepted by the kernel, never read, never answered
+    try:
+        for args in (["status"], ["queue"], ["--json", "models"], ["follow"]):
+            start = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-m", "wangpctl", "--socket", str(path), "--timeout", "1", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={k: v for k, v in __import__("os").environ.items() if k != "WANGPCTL_SOCKET"},
+            )
+            assert result.returncode == 3, (args, result.stderr)
+            assert result.stderr.count("\n") == 1 and "did not answer within 1 s" in result.stderr, result.stderr
+            assert time.monotonic() - start < 10
+        fast = subprocess.run(
+            [sys.executable, "-m", "wangpctl", "status", "--socket", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"WANGPCTL_TIMEOUT": "1", "PATH": "/usr/bin:/bin"},
+        )
+        assert fast.returncode == 3 and "did not answer within 1 s" in fast.stderr
+    finally:
+        server.close()
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_status_piped_into_a_reader_that_stops_early_is_quiet(daemon: DaemonProcess) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        f"{sys.executable} -m wangpctl --socket {daemon.socket} status | head -1; "
+        f"{sys.executable} -m wangpctl --socket {daemon.socket} queue | head -0",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -1,6 +1,7 @@
 """``wangpctl``: control a running wangpd.
 
-Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 the daemon is not running.
+Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage error, 3 no daemon can be reached (not running,
+permission denied, no answer).
 Every command takes ``--json`` (machine-readable output, schema in docs/json-schema.md).
 Shell completion: click's mechanism (``_WANGPCTL_COMPLETE=bash_source wangpctl``), or ``wangpctl completion SHELL``.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -26,16 +28,20 @@ from wangpd import protocol
 __all__ = ["cli", "main"]
 
 
+DEFAULT_TIMEOUT = 30.0  # seconds for one answer; a rescan of a large tree answers well within it
+
+
 class Ctx:
-    def __init__(self, socket_path: str | None, as_json: bool) -> None:
+    def __init__(self, socket_path: str | None, as_json: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket_path = Path(socket_path) if socket_path else None
         self.as_json = as_json
+        self.timeout = timeout
         self._client: Client | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.socket_path)
+            self._client = Client(self.socket_path, timeout=self.timeout)
         return self._client
 
     def call(self, method: str, **params: Any) -> Any:
@@ -114,7 +120,7 @@ Exit codes:
   0  ok (doctor: no FAIL)
   1  the daemon answered with an error (follow: the job failed or was cancelled; doctor: a FAIL)
   2  usage error
-  3  the daemon is not running or cannot be reached
+  3  no daemon can be reached: not running, permission denied, or no answer within --timeout
   130  interrupted (Ctrl-C)
 \b
 Shell completion: eval "$(wangpctl completion bash)"  (zsh, fish too)
@@ -146,15 +152,24 @@ def command(group: click.Group, name: str | None = None, **kwargs: Any) -> Calla
     help="The daemon's socket (default: $XDG_RUNTIME_DIR/wangpd/wangpd.sock, then /run/wangpd/wangpd.sock).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=DEFAULT_TIMEOUT,
+    envvar="WANGPCTL_TIMEOUT",
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for the daemon's answer (a daemon that never answers exits 3).",
+)
 @click.version_option(package_name="wangpd", prog_name="wangpctl")
 @click.pass_context
-def cli(ctx: click.Context, socket_path: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float) -> None:
     """Control wangpd, the Wan2GP model download daemon.
 
     \b
     Seed habits: `hfqueue.py --status` is `wangpctl status`, `--clear` is `wangpctl clear`.
     """
-    ctx.obj = Ctx(socket_path, as_json)
+    ctx.obj = Ctx(socket_path, as_json, timeout)
 
 
 # ---- status ------------------------------------------------------------------------------------------------------
@@ -520,5 +535,16 @@ def completion(shell: str) -> None:
 
 
 def main() -> None:
-    """Console entry point; click's usage errors exit 2."""
-    cli(prog_name="wangpctl")
+    """Console entry point; click's usage errors exit 2. A reader that stops early (`wangpctl queue | head`) ends
+    the output quietly, as other Unix tools do."""
+    try:
+        cli(prog_name="wangpctl")
+    except BrokenPipeError:
+        quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> typing.NoReturn:
+    """stdout's reader went away: no traceback, and none either when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)

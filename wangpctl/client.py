@@ -15,16 +15,27 @@ __all__ = ["Client", "DaemonNotRunning", "RpcError"]
 
 
 class DaemonNotRunning(Exception):
-    """Nothing answers on the socket(s) tried."""
+    """No daemon can be reached on the socket(s) tried (exit 3): none runs, this user may not connect, or the one
+    listening does not answer. The message says which and what to do."""
 
-    def __init__(self, tried: list[Path], reason: str) -> None:
+    def __init__(self, tried: list[Path], reason: str, message: str | None = None) -> None:
         self.tried = tried
         self.reason = reason
         where = ", ".join(str(path) for path in tried)
         super().__init__(
-            f"wangpd is not running (no daemon on {where}: {reason}); start it with `systemctl start "
+            message
+            or f"wangpd is not running (no daemon on {where}: {reason}); start it with `systemctl start "
             "wangpd` or `wangpd --config config.yaml`, or point --socket / WANGPCTL_SOCKET at it"
         )
+
+
+def _no_answer(path: Path, timeout: float | None) -> DaemonNotRunning:
+    return DaemonNotRunning(
+        [path],
+        "no answer",
+        f"the daemon on {path} accepted the connection but did not answer within {timeout:g} s; is it hung? "
+        "(`systemctl status wangpd`; --timeout SECONDS to wait longer)",
+    )
 
 
 class RpcError(Exception):
@@ -67,11 +78,14 @@ class Client:
             try:
                 connection.connect()
             except PermissionError:
-                raise RpcError(
-                    protocol.FORBIDDEN,
+                raise DaemonNotRunning(
+                    [path],
+                    "permission denied",
                     f"permission denied on {path}: ask the admin to add you to the wangpd group "
                     "(daemon.socket_group), then log in again",
                 ) from None
+            except TimeoutError:
+                raise _no_answer(path, timeout) from None
             except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
                 errors.append(exc.strerror or str(exc))
                 continue
@@ -92,6 +106,9 @@ class Client:
             )
             response = connection.getresponse()
             body = response.read()
+        except TimeoutError:
+            assert self._path is not None
+            raise _no_answer(self._path, self.timeout) from None
         except (ConnectionResetError, BrokenPipeError, http.client.HTTPException) as exc:
             raise RpcError(protocol.INTERNAL_ERROR, f"the daemon closed the connection ({exc})") from None
         finally:
@@ -107,12 +124,24 @@ class Client:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The daemon's event stream, one dict per line, until the daemon closes it."""
-        connection = self._connect(None)
+        # Bounded until the first line (the daemon sends a snapshot at once), then unbounded: events may be rare.
+        connection = self._connect(self.timeout)
         try:
-            connection.request("GET", protocol.EVENTS_PATH)
-            response = connection.getresponse()
-            if response.status != 200:
-                raise RpcError(protocol.FORBIDDEN, f"events refused: HTTP {response.status}")
+            try:
+                connection.request("GET", protocol.EVENTS_PATH)
+                response = connection.getresponse()
+                if response.status != 200:
+                    raise RpcError(protocol.FORBIDDEN, f"events refused: HTTP {response.status}")
+                first = response.readline()
+            except TimeoutError:
+                assert self._path is not None
+                raise _no_answer(self._path, self.timeout) from None
+            if connection.sock is not None:
+                connection.sock.settimeout(None)
+            if not first:
+                return
+            if first.strip():
+                yield json.loads(first)
             while True:
                 line = response.readline()
                 if not line:

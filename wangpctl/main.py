@@ -26,7 +26,7 @@ def _fast_status(argv: list[str]) -> bool:
         elif arg.startswith("--socket="):
             socket_path = arg.split("=", 1)[1]
         else:
-            return False
+            return False  # anything else (--timeout too) goes to click, which checks it
     if not seen_status:
         return False
 
@@ -40,7 +40,11 @@ def _fast_status(argv: list[str]) -> bool:
 
     socket_path = socket_path or os.environ.get("WANGPCTL_SOCKET") or None
     try:
-        result = Client(Path(socket_path) if socket_path else None).call("status")
+        timeout = float(os.environ.get("WANGPCTL_TIMEOUT") or 30.0)
+    except ValueError:
+        return False  # click reports the bad value
+    try:
+        result = Client(Path(socket_path) if socket_path else None, timeout=timeout).call("status")
     except DaemonNotRunning as exc:
         print(f"wangpctl: {exc}", file=sys.stderr)
         sys.exit(protocol.EXIT_NOT_RUNNING)
@@ -62,8 +66,14 @@ def _fast_status(argv: list[str]) -> bool:
 
 
 def main() -> None:
-    if _fast_status(sys.argv[1:]):
-        return
+    try:
+        if _fast_status(sys.argv[1:]):
+            return
+    except BrokenPipeError:  # `wangpctl status | head -3`: the reader stopped early, which is no error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     from wangpctl.cli import main as click_main
 
     click_main()
