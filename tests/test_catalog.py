@@ -834,3 +834,13 @@ def test_a_file_wan2gp_renames_at_its_start_counts_under_either_name(tmp_path):
     result = plan(catalog, exists=scan_present(wan, catalog), model_types=["new_def", "old_def"])
     status = {p.file.local: p.status for p in result.files}
     assert status[f"ckpts/{new}"] == "present" and status[f"ckpts/{old}"] == "present"
+
+
+def test_wangpd_plan_text_shows_no_control_characters_from_a_definition(tmp_path):
+    from wangpd.planner import plan, render_plan_text, scan_present
+
+    wan = tiny_tree(tmp_path, {"evil": {"architecture": "t2v", "name": "x\x1b]0;owned\x07\nFAKE LINE", "URLs": "t2v"}})
+    catalog = load_catalog(wan)
+    text = render_plan_text(plan(catalog, exists=scan_present(wan, catalog), model_types=["evil"]))
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.startswith("FAKE LINE") for line in text.splitlines())

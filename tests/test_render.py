@@ -540,3 +540,20 @@ def test_service_install_dry_run_says_would_and_colours_warnings_only_when_asked
 def test_models_new_says_when_nothing_is_new() -> None:
     empty = checked({"models": [], "count": 0}, "models")
     assert render.models(empty, missing=False, filtered=False, colour=False, new=True).startswith("no new model types")
+
+
+def test_control_characters_from_definitions_never_reach_the_terminal() -> None:
+    # Issue 15, item 27: a definition named with escape sequences or newlines retitled the terminal and broke
+    # the tables. Only wangpctl's own colour codes pass.
+    evil = model("evil", 0, 3, name="a\x1b]0;owned\x07b\nc\rd\x1b[2J", error=None)
+    text = render.models(checked({"models": [evil], "count": 1}, "models"), missing=True, filtered=False, colour=True)
+    assert "\x1b]" not in text and "\x1b[2J" not in text and "\x07" not in text and "\r" not in text
+    assert len(text.splitlines()) == 3  # header, one row, the footer
+    assert "a?]0;owned?b?c?d?[2J" in text
+    coloured = render.models(
+        checked({"models": [model("bad", 0, 1, error="x")], "count": 1}, "models"),
+        missing=True,
+        filtered=False,
+        colour=True,
+    )
+    assert "\x1b[31m" in coloured  # wangpctl's own red survives

@@ -96,6 +96,11 @@ def test_method_not_found(daemon: DaemonProcess) -> None:
         ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "target": "../../etc/x"}, "outside the Wan2GP folder"),
         ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "target": "/etc/x"}, "relative to the Wan2GP folder"),
         ("queue.add", {"repo": "not a repo", "path": "x"}, "Org/Repo"),
+        ("queue.add", {"repo": "Org/Repo", "path": "dir/../dir/x.bin"}, "plain path inside the repo"),
+        ("queue.add", {"repo": "Org/Repo", "path": "a\u0000b.bin"}, "plain path inside the repo"),
+        ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "revision": "../main"}, "plain path inside the repo"),
+        ("queue.add", {"url": "https://huggingface.co/Org/Repo/resolve/main/x%00.bin"}, "escapes"),
+        ("queue.add", {"repo": "Org/Repo", "path": "x.bin", "target": "ckpts/a\u0000b"}, "relative to the Wan2GP"),
         ("status", [1, 2], "at most 0 parameters"),
     ],
 )

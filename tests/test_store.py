@@ -292,3 +292,24 @@ def test_keep_reasons_only_strengthen_and_refusals_hold(store: Store) -> None:
     assert entry.files == ("ckpts/a", "ckpts/b") and entry.gone_at is not None
     with pytest.raises(ValueError):
         store.keep("t2v", "because")
+
+
+def test_damaged_pages_behind_an_intact_header_are_found_at_open(tmp_path: Path) -> None:
+    # Issue 15, item 16: the header is fine, a page is not; every call then answered "internal error:
+    # DatabaseError" while doctor said the queue was OK. Now open refuses with one line saying what to do.
+    path = tmp_path / "hfcache.db"
+    store = Store.open(path)
+    for index in range(300):
+        store.add_job(spec(f"f{index}.safetensors"))
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    data[2 * page : 3 * page] = b"\xa5" * page  # a b-tree page, not the header
+    path.write_bytes(bytes(data))
+    for name in ("hfcache.db-wal", "hfcache.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(StoreError) as caught:
+        Store.open(path)
+    message = str(caught.value)
+    assert "\n" not in message and "is damaged" in message and f"mv {path} {path}.damaged" in message

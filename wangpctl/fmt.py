@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["bytes_", "colour", "duration", "eta", "rate", "strip_ansi", "table", "use_colour", "when"]
+__all__ = ["bytes_", "colour", "duration", "eta", "printable", "rate", "strip_ansi", "table", "use_colour", "when"]
 
 
 def bytes_(count: float | None) -> str:
@@ -84,8 +85,20 @@ def colour(text: str, name: str | None, enabled: bool) -> str:
     return f"\x1b[{_COLOURS[name]}m{text}\x1b[0m"
 
 
+# Every control character but the colour codes wangpctl itself writes (ESC [ digits ; m): a model name or an error
+# from a definition file must not move the cursor, retitle the terminal or break a table's lines.
+_UNSAFE = re.compile(r"\x1b(?!\[[0-9;]*m)|[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``?`` (a tab becomes a space)."""
+    return _UNSAFE.sub("?", text.replace("\t", " "))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """Plain aligned columns; ``right`` = indexes of right-aligned columns. Colour codes do not count as width."""
+    """Plain aligned columns; ``right`` = indexes of right-aligned columns. Colour codes do not count as width;
+    control characters in cells are shown as ``?``."""
+    rows = [[printable(cell) for cell in row] for row in rows]
 
     def width(cell: str) -> int:
         return len(strip_ansi(cell)) if "\x1b[" in cell else len(cell)

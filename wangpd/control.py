@@ -20,7 +20,7 @@ from wangpd import __version__, hfurl, protocol
 from wangpd.doctor import QueueFacts, run_checks
 from wangpd.errors import BadState, ConfigError, InvalidParams
 from wangpd.models import STATE_GROUPS, Job, JobSpec, JobState
-from wangpd.paths import disk_free
+from wangpd.paths import disk_free, safe_repo_path
 from wangpd.store import Store
 from wangpd.units import format_rate, parse_rate
 from wangpd.view import DaemonView
@@ -159,14 +159,17 @@ class Control:
                     raise InvalidParams(f"url is not a Hugging Face file URL, and {refusal}")
                 path = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
         elif repo and path:
-            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+            if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or repo.split("/")[1] in (".", ".."):
                 raise InvalidParams(f"repo must look like Org/Repo, got {repo!r}")
+            if not safe_repo_path(path) or "/" in revision or not revision.strip():
+                # Never sent to the Hub: '..', '.', empty parts, NUL (the HF cache would refuse them anyway).
+                raise InvalidParams(f"path {path!r} (revision {revision!r}) must be a plain path inside the repo")
             url = hfurl.resolve_url(repo, revision, path)
         else:
             raise InvalidParams("give a url, or repo and path")
         assert path is not None
         name = posixpath.basename(path)
-        if not name:
+        if not name or "\0" in name or name in (".", ".."):
             raise InvalidParams(f"path {path!r} names no file")
         layout = self.daemon.layout()
         target_path = layout.resolve_target(target or posixpath.join(layout.checkpoints_root(), name))

@@ -74,7 +74,7 @@ class Layout:
     def resolve_target(self, relative: str) -> Path:
         """An absolute path inside the Wan2GP folder for a client-given relative target. Raises InvalidParams for
         an absolute path or one that leaves the folder (also through a symlink)."""
-        if not relative or os.path.isabs(relative) or "\\" in relative:
+        if not relative or os.path.isabs(relative) or "\\" in relative or "\0" in relative:
             raise InvalidParams(f"target {relative!r} must be a path relative to the Wan2GP folder, e.g. ckpts/x")
         root = self.root.resolve()
         given = root / relative

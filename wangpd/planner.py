@@ -24,6 +24,7 @@ import fnmatch
 import json
 import os
 import posixpath
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -337,6 +338,9 @@ def _models_text(models: Sequence[str], limit: int = 4) -> str:
     return f"{', '.join(models[:limit])} (+{len(models) - limit} more)"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def render_plan_text(plan: Plan) -> str:
     """Human-readable plan: one line per file, then one per model, then totals."""
     lines: list[str] = []
@@ -373,7 +377,9 @@ def render_plan_text(plan: Plan) -> str:
     )
     if plan.handler_commit:
         lines.append(f"handler table: Wan2GP commit {plan.handler_commit[:12]}")
-    return "\n".join(lines) + "\n"
+    # Names, errors and paths come from definition files: no escape sequence or newline of theirs reaches the
+    # terminal or breaks a line of the table.
+    return "\n".join(_CONTROL.sub("?", line.replace("\t", " ")) for line in lines) + "\n"
 
 
 def run_plan_cli(

@@ -170,8 +170,28 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the queue database: {exc}") from None
         store = cls(connection, path)
-        store._migrate()
+        try:
+            store._check_pages()
+            store._migrate()
+        except BaseException:
+            connection.close()
+            raise
         return store
+
+    def _check_pages(self) -> None:
+        """Damaged pages behind an intact header would make every later call fail with "DatabaseError" while
+        all looks well; ``quick_check`` (a few ms for a big queue) finds them before anything is trusted."""
+        try:
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            found = " ".join(" ".join(problems).split())[:200]  # one line: SQLite's report spans several
+            raise StoreError(
+                f"{self.path}: the queue database is damaged ({found}); move it aside "
+                f"(mv {self.path} {self.path}.damaged) and start again: the queue is rebuilt from Wan2GP's "
+                "definitions, files already downloaded are found in the HF cache"
+            )
 
     def close(self) -> None:
         self._db.close()
