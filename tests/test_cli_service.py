@@ -164,6 +164,6 @@ def test_job_ids_complete_from_the_daemon(daemon_factory) -> None:
 
 def test_help_documents_exit_codes_and_json() -> None:
     text = _ctl("--help").stdout
-    for line in ("0  ok", "1  the daemon answered with an error", "2  usage error", "3  the daemon is not running"):
+    for line in ("0  ok", "1  the daemon answered with an error", "2  usage error", "3  no daemon can be reached"):
         assert line in text
     assert "docs/json-schema.md" in text and "wangpctl completion bash" in text
