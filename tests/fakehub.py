@@ -351,6 +351,9 @@ class FakeHub:
         start, end = 0, fake.size  # [start, end)
         status = 200
         wanted = request.headers.get("Range")
+        validator = request.headers.get("If-Range")
+        if wanted and validator is not None and validator != headers.get("ETag"):
+            wanted = None  # RFC 9110 13.1.5: the representation changed, so the whole of it, 200
         if wanted and not (fault and fault.ignore_range):
             parsed = _parse_range(wanted, fake.size)
             if parsed is None:

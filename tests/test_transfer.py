@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
@@ -445,3 +446,32 @@ def test_speed_meter_moving_average() -> None:
     assert meter.rate == pytest.approx(2000)
     now[0] = 15.0
     assert meter.update(0) == 0.0  # restarted from zero
+
+
+def test_a_plain_url_whose_file_changes_mid_download_restarts_from_zero(tmp_path: Path) -> None:
+    # Issue 15, item 1: version A's first bytes, a dropped connection, then the server has version B (new ETag).
+    # The retry used to resume with Range and no validator: A's head + B's tail, "complete". Now the validator kept
+    # beside the part differs, so the part is dropped and B is fetched whole; If-Range guards the same race
+    # between a HEAD and its GET.
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            first = hub.add_file(REPO, "plain.bin", size=300_000, seed=5, lfs=True)
+            hub.inject(REPO, "plain.bin", Fault(drop_after=100_000))
+            url = hub.url(REPO, "plain.bin")
+            replaced: list[Any] = []
+
+            def new_version(error: BaseException, attempt: int, delay: float) -> None:
+                if not replaced:
+                    replaced.append(hub.add_file(REPO, "plain.bin", size=300_000, seed=6, lfs=True))
+
+            async with aiohttp.ClientSession() as session:
+                result = await fetch_url(
+                    url, url_dir=tmp_path / "urls", allowed_hosts=["127.0.0.1"], session=session,
+                    limiter=RateLimiter(0), config=FAST, allow_http=True, backoff_base=0.01, on_retry=new_version,
+                )  # fmt: skip
+            (second,) = replaced
+            assert first.bytes_served >= 100_000 and result.path.read_bytes() == second.content()
+            assert hashlib.sha256(result.path.read_bytes()).hexdigest() == second.sha256
+            assert not list(result.path.parent.glob("*.validator")), "the record goes with the committed file"
+
+    run(scenario)

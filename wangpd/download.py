@@ -386,21 +386,33 @@ async def url_metadata(
             if response.status >= 400:
                 raise _http_error(response.status, url, response.headers, on_hub=False)
             length = response.headers.get("Content-Length")
-            etag = (response.headers.get("ETag") or "").removeprefix("W/").strip('"')
+            raw_etag = response.headers.get("ETag") or ""
+            etag = raw_etag.removeprefix("W/").strip('"')
+            last_modified = response.headers.get("Last-Modified") or ""
     except TimeoutError:
         raise TransferError(f"{url}: no answer within {timeout:g} s", retryable=True) from None
     except aiohttp.ClientError as exc:
         raise TransferError(f"{url}: cannot connect ({type(exc).__name__})", retryable=True) from None
+    size = int(length) if length and length.isdigit() else None
+    # What says "the same file" when a part is resumed: a strong ETag, else Last-Modified with the size. Sent as
+    # If-Range, so a server whose file changed between this HEAD and the GET answers 200 with all of the new one.
+    if raw_etag and not raw_etag.startswith("W/"):
+        validator = raw_etag
+    elif last_modified and size is not None:
+        validator = last_modified
+    else:
+        validator = ""
     return FileMeta(
         repo="",
         revision="",
         path=file_name_of(url),
-        size=int(length) if length and length.isdigit() else None,
+        size=size,
         sha256=(expected_sha256 or "").lower() or None,
         etag=etag,
         commit=None,
         location=url,
         url=url,
+        headers={"If-Range": validator} if validator else {},
     )
 
 

@@ -29,7 +29,7 @@ from wangpd.hfurl import file_name_of, plain_url_refusal
 from wangpd.hub import Hub
 from wangpd.limiter import RateLimiter
 from wangpd.models import FileMeta
-from wangpd.paths import PART_SUFFIX, fsync_dir
+from wangpd.paths import PART_SUFFIX, fsync_dir, unique_temp_name
 from wangpd.units import format_bytes
 
 if TYPE_CHECKING:
@@ -291,6 +291,7 @@ async def fetch_url(
             if done is not None:
                 return done
             final.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(_same_version_or_restart, incomplete, meta)
             have = incomplete.stat().st_size if incomplete.exists() else 0
             total = expected_size if expected_size is not None else meta.size
             _check_space(final.parent, max(0, (total or 0) - have), config.free_space_reserve)
@@ -311,6 +312,34 @@ async def fetch_url(
     return await _with_retries(attempt_once, config, backoff_base=backoff_base, on_retry=on_retry, sleep=sleep)
 
 
+def _validator_file(incomplete: Path) -> Path:
+    return incomplete.with_name(incomplete.name + ".validator")
+
+
+def _same_version_or_restart(incomplete: Path, meta: FileMeta) -> None:
+    """A plain URL's part is resumed only when the server's validator (strong ETag, else Last-Modified + size) is
+    the one it was started with: otherwise its head is another version's, and resuming would make a file of two
+    (aria2 and curl -C do the same check). Without any validator a part cannot be trusted: restart from zero.
+    The validator is kept beside the part, so a restart of the daemon checks it too."""
+    validator = f"{meta.headers.get('If-Range', '')} {meta.size}"
+    record = _validator_file(incomplete)
+    try:
+        started_with = record.read_text(encoding="utf-8")
+    except OSError:
+        started_with = None
+    if incomplete.exists() and (started_with != validator or not meta.headers.get("If-Range")):
+        log.info(
+            "%s: the server's file changed since the part was started (or says nothing to tell); restarting from zero",
+            meta.url,
+        )
+        incomplete.unlink()
+    if started_with != validator:
+        temp = unique_temp_name(record)
+        temp.write_text(validator, encoding="utf-8")
+        os.replace(temp, record)
+
+
 def _commit_plain(incomplete: Path, final: Path) -> None:
     os.replace(incomplete, final)
     fsync_dir(final.parent)
+    _validator_file(incomplete).unlink(missing_ok=True)
