@@ -88,3 +88,47 @@ def test_free_space_reserve_is_checked_before_starting(
         p.stat().st_size == 0 for p in small_fs.rglob("*.incomplete")
     )
     assert fake_hub.bytes_served == 0
+
+
+def test_the_queue_databases_disk_fills_and_empties_again(
+    daemon_factory: Callable[..., DaemonProcess], fake_hub: Any, wan2gp: Path, small_fs: Path, tmp_path: Path
+) -> None:
+    # Issue 15, item 5: the state disk (not the HF cache) fills while two files download. Before: the jobs stayed
+    # "downloading" with a frozen speed until a restart, pause/resume/limit answered "internal error" yet changed
+    # memory, status said "running" while nothing moved, even after space was freed. Now: status and doctor say
+    # "state disk full", a refused change changes nothing, the transfers finish, their ends are written once the
+    # space is back, and new work starts again, without a restart.
+    import json
+
+    files = [fake_hub.add_file("Org/State", f"f{i}.safetensors", size=3 * MiB, seed=950 + i) for i in range(3)]
+    daemon = daemon_factory(
+        hub={"endpoint": fake_hub.endpoint, "cache_dir": str(tmp_path / "hub")},
+        daemon={"state_dir": str(small_fs / "state"), "status_interval": "0.2s"},
+        download={"bandwidth": "2MiB/s", "concurrency": 2, "chunk_size": "64KiB"},
+    ).start()
+    for fake in files:
+        daemon.ctl("add", f"https://huggingface.co/Org/State/resolve/main/{fake.path}")
+    wait_for(lambda: daemon.ctl_json("status")["counts"]["downloading"] == 2, timeout=20, what="two running")
+    filler = small_fs / "filler"
+    with filler.open("wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (64 * 1024))
+        except OSError:
+            pass
+    status = wait_for(lambda: (s := daemon.ctl_json("status"))["store_error"] and s, timeout=20, what="noticed")
+    assert "state disk full" in status["store_error"]
+    assert "STALLED" in daemon.ctl("status").stdout
+    refused = daemon.ctl("--json", "pause", check=False)
+    assert refused.returncode == 1 and "state disk full" in json.loads(refused.stdout)["error"]["message"]
+    assert daemon.ctl_json("status")["paused"] is False, "a refused change changes nothing"
+    doctor = json.loads(daemon.ctl("doctor", "--json", check=False).stdout)
+    assert any(c["level"] == "FAIL" and "state disk full" in c["message"] for c in doctor["checks"])
+    filler.unlink()
+    done = wait_for(
+        lambda: (s := daemon.ctl_json("status"))["counts"]["complete"] == 3 and s, timeout=60, what="all complete"
+    )
+    assert done["store_error"] is None and done["counts"]["downloading"] == 0
+    for fake in files:
+        assert (wan2gp / "ckpts" / fake.path).read_bytes() == fake.content()
+    assert "can be written again" in daemon.log()

@@ -407,44 +407,46 @@ def test_version_shows_client_daemon_and_protocol() -> None:
     assert render.version(result) == "wangpctl 0.4.0\nwangpd   0.4.1 (protocol 1)"
 
 
-def test_status_without_colour_when_no_color_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NO_COLOR", "1")
+def status_result() -> dict[str, Any]:
     counts = {"needs_approval": 0, "queued": 3, "downloading": 1, "paused": 0, "complete": 9, "failed": 2}
     limit = {"limit": 0, "human": "unlimited", "source": "config", "config": 0, "manual": None, "schedule": []}
-    result = checked(
-        {
-            "version": "0.4.1",
-            "pid": 4242,
-            "uptime": 3725,
-            "started_at": 1767225600.0,
-            "state": "running",
-            "paused": False,
-            "counts": {**counts, "cancelled": 0},
-            "pending": 3,
-            "speed": 8 * MIB,
-            "remaining_bytes": 16 * GIB,
-            "limit": {**limit, "window": None, "next_change": None},
-            "config": "/etc/wangpd/config.yaml",
-            "socket": "/run/wangpd/wangpd.sock",
-            "listening": "bound",
-            "database": "/var/lib/wangpd/state.db",
-            "wan2gp_directory": "/srv/wan2gp",
-            "hf_cache": "/var/cache/huggingface",
-            "disk_free": {"wan2gp": 500 * GIB, "hf_cache": 200 * GIB},
-            "batches": {},
-            "watcher": {"state": "watching"},
-            "auto_queue": {
-                "track": "used",
-                "new_models": "ask",
-                "max_auto_bytes": 50 * GIB,
-                "require_approval": True,
-                "kept": {"manual": 1},
-                "gone": [],
-            },
-            "last_errors": [],
+    return {
+        "version": "0.4.1",
+        "pid": 4242,
+        "uptime": 3725,
+        "started_at": 1767225600.0,
+        "state": "running",
+        "paused": False,
+        "counts": {**counts, "cancelled": 0},
+        "pending": 3,
+        "speed": 8 * MIB,
+        "remaining_bytes": 16 * GIB,
+        "limit": {**limit, "window": None, "next_change": None},
+        "config": "/etc/wangpd/config.yaml",
+        "socket": "/run/wangpd/wangpd.sock",
+        "listening": "bound",
+        "database": "/var/lib/wangpd/state.db",
+        "wan2gp_directory": "/srv/wan2gp",
+        "hf_cache": "/var/cache/huggingface",
+        "disk_free": {"wan2gp": 500 * GIB, "hf_cache": 200 * GIB},
+        "batches": {},
+        "watcher": {"state": "watching"},
+        "auto_queue": {
+            "track": "used",
+            "new_models": "ask",
+            "max_auto_bytes": 50 * GIB,
+            "require_approval": True,
+            "kept": {"manual": 1},
+            "gone": [],
         },
-        "status",
-    )
+        "last_errors": [],
+        "store_error": None,
+    }
+
+
+def test_status_without_colour_when_no_color_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = checked(status_result(), "status")
     lines = render.status(result).splitlines()
     assert "\x1b[" not in "\n".join(lines)
     assert lines[0] == "wangpd 0.4.1  running  (pid 4242, up 1h02m)"
@@ -557,3 +559,11 @@ def test_control_characters_from_definitions_never_reach_the_terminal() -> None:
         colour=True,
     )
     assert "\x1b[31m" in coloured  # wangpctl's own red survives
+
+
+def test_status_says_stalled_when_the_queue_database_cannot_be_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    data = status_result()
+    data["store_error"] = "state disk full (database or disk is full)"
+    lines = render.status(checked(data, "status")).splitlines()
+    assert lines[1].startswith("STALLED     state disk full") and "nothing new starts" in lines[1]

@@ -65,6 +65,11 @@ def status(status: dict[str, Any]) -> str:
         f"disk free   Wan2GP {fmt.bytes_(status['disk_free']['wan2gp'])}   HF cache "
         f"{fmt.bytes_(status['disk_free']['hf_cache'])}",
     ]
+    if status.get("store_error"):
+        # The one state in which the daemon looks alive but cannot go on: said on its own line, in red.
+        lines.insert(
+            1, "STALLED     " + fmt.colour(f"{status['store_error']}; nothing new starts until it clears", "red", c)
+        )
     watcher = status.get("watcher") or {}
     if watcher:
         lines.append(

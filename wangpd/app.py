@@ -233,6 +233,8 @@ class Daemon:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
+            if self.store.write_error is not None and self.store.probe():
+                self.job_changed(None)  # writable again: the engine writes what waited and starts new work
             self.bandwidth.apply()  # schedule windows switch here
             self.notifier.status(status_line(self))
             totals = self.store.totals()
@@ -331,14 +333,15 @@ class Daemon:
         return self.bandwidth.info()
 
     def set_manual_limit(self, rate: int | None) -> None:
-        self.bandwidth.set_manual(rate, time.time())
-        manual = self.bandwidth.manual
-        self.store.set_setting("manual_limit", list(manual) if manual else None)
+        # Stored first: when the store cannot be written the call fails and nothing changed, in memory either.
+        now = time.time()
+        self.store.set_setting("manual_limit", [rate, now] if rate is not None else None)
+        self.bandwidth.set_manual(rate, now)
         self.events.publish("limit", limit=self.bandwidth.rate)
 
     def set_paused(self, paused: bool) -> None:
+        self.store.set_setting("paused", paused)  # first, as above
         self.paused = paused
-        self.store.set_setting("paused", paused)
         log.info("downloads %s", "paused" if paused else "resumed")
         self.events.publish("paused" if paused else "resumed")
         if self.engine is not None:

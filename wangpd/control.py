@@ -94,6 +94,8 @@ class Control:
             if daemon.watcher
             else {"state": "off", "reason": "watch.enabled is false"},
             "auto_queue": daemon.keeper.describe(),
+            # None while the queue database can be written; else why not (nothing new starts until it can).
+            "store_error": daemon.store.write_error,
             "last_errors": last_errors,
         }
 
@@ -126,7 +128,7 @@ class Control:
     async def doctor(self) -> list[dict[str, Any]]:
         """Setup checks, each {check, level OK/WARN/FAIL, message, fix} (wangpd/doctor.py)."""
         # In a thread: it re-reads the config and walks the watched folders, which must not stall transfers.
-        queue = QueueFacts(self.store.counts(), self.store.totals()["remaining_bytes"] or 0)
+        queue = QueueFacts(self.store.counts(), self.store.totals()["remaining_bytes"] or 0, self.store.write_error)
         return await asyncio.to_thread(run_checks, self.daemon, queue)
 
     # ---- change --------------------------------------------------------------------------------------------------
@@ -303,6 +305,8 @@ def status_line(daemon: DaemonView) -> str:
     counts = daemon.store.counts()
     speed = daemon.current_speed()
     state = "paused" if daemon.paused else "running"
+    if daemon.store.write_error is not None:
+        state = f"STALLED, {daemon.store.write_error[:60]}"
     return (
         f"{state}: {counts['downloading']} downloading, {counts['queued']} queued, "
         f"{counts['needs_approval']} awaiting approval, {counts['failed']} failed, "

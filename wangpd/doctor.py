@@ -41,6 +41,7 @@ class QueueFacts:
 
     counts: dict[str, int]
     remaining_bytes: int
+    write_error: str | None = None  # why the queue database cannot be written now, if it cannot
 
 
 def run_checks(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
@@ -321,6 +322,15 @@ def _socket(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
 def _queue(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     counts = queue.counts
     checks = []
+    if queue.write_error is not None:
+        checks.append(
+            _check(
+                "queue",
+                "FAIL",
+                f"{daemon.config.daemon.db_path}: {queue.write_error}; nothing new starts until it can be written",
+                f"free space on the disk of {daemon.config.daemon.db_path.parent} (df -h); wangpd goes on by itself",
+            )
+        )
     if daemon.paused:
         checks.append(_check("queue", "WARN", "downloads are paused", "wangpctl resume"))
     if counts.get("failed"):

@@ -20,7 +20,7 @@ from typing import Any
 from wangpd import transfer
 from wangpd.config import Config
 from wangpd.download import Progress, open_session
-from wangpd.errors import BadState, DiskFull, TargetExists, TransferError, WangpError
+from wangpd.errors import BadState, DiskFull, StoreError, TargetExists, TransferError, WangpError
 from wangpd.events import EventBus
 from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter, SpeedMeter
@@ -58,6 +58,8 @@ class Engine:
         self.limiter = RateLimiter(0)  # the daemon sets the limit in force right after
         self.paused = paused
         self.running: dict[int, asyncio.Task[None]] = {}
+        # Job endings the store could not take (its disk full), written by the loop as soon as it can.
+        self.unrecorded: dict[int, Callable[[], Any]] = {}
         self.speeds: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._halting: set[asyncio.Task[None]] = set()
@@ -118,14 +120,17 @@ class Engine:
                 await task
         if requeue:
             for job_id in job_ids:
-                self.store.requeue_if_downloading(job_id)
+                self._record(job_id, lambda j=job_id: self.store.requeue_if_downloading(j))
 
     # ---- the loop ------------------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
             try:
-                if not self.paused:
+                if self.unrecorded:
+                    self._write_unrecorded()
+                # Nothing new starts while the queue database cannot be written: its progress and end would be lost.
+                if not self.paused and not self.unrecorded and self.store.write_error is None:
                     while len(self.running) < self.config.download.concurrency:
                         job = self.store.claim_next(exclude=self.running)
                         if job is None:
@@ -157,14 +162,9 @@ class Engine:
             log.exception("job %d failed unexpectedly", job.id)
             self._fail(job, f"internal error: {type(exc).__name__}: {exc}")
         else:
-            with contextlib.suppress(BadState):
-                done = self.store.transition(
-                    job.id,
-                    JobState.COMPLETE,
-                    source=source,
-                    last_error=None,
-                    **({"bytes_done": job.size} if job.size else {}),
-                )
+            fields = {"source": source, "last_error": None, **({"bytes_done": job.size} if job.size else {})}
+            done = self._record(job.id, lambda: self.store.transition(job.id, JobState.COMPLETE, **fields))
+            if done is not None:
                 seconds = time.monotonic() - started
                 log.info(
                     "job %d complete via %s: %s (%s fetched in %.1fs)",
@@ -183,15 +183,35 @@ class Engine:
             self._wake.set()
 
     def _fail(self, job: Job, message: str) -> None:
+        if self._record(job.id, lambda: self.store.transition(job.id, JobState.FAILED, last_error=message[:1000])):
+            log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
+            self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
+
+    def _record(self, job_id: int, write: Callable[[], Any]) -> Any:
+        """Write how a job ended. When the store cannot be written (its disk is full), the ending is kept and
+        written by the loop once it can, so the queue never shows a finished job as downloading for good."""
         try:
-            self.store.transition(job.id, JobState.FAILED, last_error=message[:1000])
+            return write()
         except BadState:
-            return
-        except Exception:  # the store itself failed: requeue happens at the next start (recover())
-            log.exception("job %d: could not record its failure (%s)", job.id, message)
-            return
-        log.error("job %d failed: %s: %s", job.id, Path(job.target).name, message)
-        self.events.publish("job", id=job.id, state="failed", error=message, target=job.target)
+            return None  # changed meanwhile (cancelled, paused): that word stands
+        except StoreError as exc:
+            if job_id not in self.unrecorded:
+                log.warning("job %d: %s; its end is written once the queue database can be written", job_id, exc)
+            self.unrecorded[job_id] = write
+            return None
+
+    def _write_unrecorded(self) -> None:
+        for job_id, write in list(self.unrecorded.items()):
+            try:
+                job = write()
+            except BadState:
+                job = None
+            except StoreError:
+                return  # still full: try again on the next turn
+            del self.unrecorded[job_id]
+            if job is not None:
+                log.info("job %d: its end (%s) is written now", job_id, job.state.value)
+                self.events.publish("job", id=job.id, state=job.state.value, target=job.target, why="recorded late")
 
     def _link(self, source: Path, target: Path) -> str:
         roots = self.layout().link_roots()
@@ -244,7 +264,8 @@ class Engine:
             )
             self.sources.remember(result.meta)
             if job.size is None and result.meta.size is not None:
-                self.store.set_job_fields(job.id, size=result.meta.size, sha256=result.meta.sha256)
+                with contextlib.suppress(StoreError):  # the file is there: its size is a detail
+                    self.store.set_job_fields(job.id, size=result.meta.size, sha256=result.meta.sha256)
         else:
             result = await transfer.fetch_url(
                 job.url,
@@ -315,7 +336,8 @@ class Engine:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                self.store.update_progress(job.id, bytes_done, speed)
+                with contextlib.suppress(StoreError):  # progress is a hint: the transfer goes on without it
+                    self.store.update_progress(job.id, bytes_done, speed)
                 self.events.publish("progress", id=job.id, bytes_done=bytes_done, size=job.size, speed=round(speed))
 
         return report
@@ -323,7 +345,8 @@ class Engine:
     def _on_retry(self, job: Job) -> Any:
         def told(error: BaseException, attempt: int, delay: float) -> None:
             log.warning("job %d: %s; try %d in %.1fs", job.id, error, attempt + 1, delay)
-            self.store.set_job_fields(job.id, last_error=f"retrying: {error}"[:1000])
+            with contextlib.suppress(StoreError):  # a note only: the retry goes on without it
+                self.store.set_job_fields(job.id, last_error=f"retrying: {error}"[:1000])
             self.events.publish("retry", id=job.id, error=str(error), attempt=attempt, delay=round(delay, 1))
 
         return told

@@ -86,6 +86,7 @@ class StoreError(WangpError):
     """The queue database cannot be opened or written (locked, corrupt, its disk full)."""
 
     default_message = "the queue database cannot be used"
+    rpc_code = protocol.DISK_FULL  # what a client meets at run time: a write refused, nothing changed
 
 
 class SocketInUse(AlreadyRunning):

@@ -147,12 +147,58 @@ def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     return ", ".join(f"{key}=?" for key in fields), list(fields.values())
 
 
+class _Guarded:
+    """The connection, as the store uses it: a write that fails because the database's disk is full (or another
+    write error) raises StoreError saying so, and the store remembers it until a write succeeds again. Nothing
+    else changes, so a caller that writes before it changes its own state keeps memory and disk agreeing."""
+
+    def __init__(self, connection: sqlite3.Connection, store: Store) -> None:
+        self.connection = connection
+        self.store = store
+
+    def _run(self, call: Any, sql: str, *args: Any) -> Any:
+        try:
+            result = call(sql, *args)
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "full" in text or "disk I/O" in text or "readonly" in text:
+                what = "state disk full" if "full" in text else "the queue database cannot be written"
+                self.store.write_error = f"{what} ({text})"
+                raise StoreError(
+                    f"{self.store.path}: {what} ({text}); free space on its disk (or fix its permissions): "
+                    "wangpd goes on by itself once it can write again"
+                ) from None
+            raise
+        if self.store.write_error is not None and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA"):
+            log.warning("the queue database can be written again")
+            self.store.write_error = None
+        return result
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self._run(self.connection.execute, sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._run(self.connection.executemany, sql, rows)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        return self._run(self.connection.executescript, script)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.connection.in_transaction
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 class Store:
     """All SQL. One connection, used from the event loop thread only (statements are short)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
-        self._db = connection
         self.path = path
+        # Set while writes fail (its disk is full); status and doctor say so, the engine waits for it to clear.
+        self.write_error: str | None = None
+        self._db = _Guarded(connection, self)
 
     @classmethod
     def open(cls, path: Path | str) -> Store:
@@ -195,6 +241,16 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def probe(self) -> bool:
+        """While writes fail: try one small write, so that the store notices by itself when space returns."""
+        if self.write_error is None:
+            return True
+        try:
+            self.set_setting("write_probe", time.time())
+        except StoreError:
+            return False
+        return True
 
     def _migrate(self) -> None:
         try:
