@@ -93,3 +93,60 @@ def test_config_numbers_must_be_finite_and_bounded(
     )
     assert result.returncode == 78, result
     assert result.stderr.count("\n") == 1 and f"{section}.{key}" in result.stderr and fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "fragment"),
+    [
+        ("daemon", "status_interval", "1us", "bad duration"),
+        ("daemon", "status_interval", "0.000001", "at least 0.05 s"),
+        ("watch", "poll_interval", "0.001", "at least 0.05 s"),
+        ("download", "stall_timeout", "0.01", "at least 0.5 s"),
+        ("daemon", "socket", "/tmp/" + "s" * 120 + ".sock", "a Unix socket path has 107 at most"),
+    ],
+)
+def test_config_values_that_would_spin_or_cannot_work_are_refused(
+    tmp_path: Path, section: str, key: str, value: str, fragment: str
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "wan").mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text(f"wan2gp_directory: wan\n{section}:\n  {key}: '{value}'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 78 and f"{section}.{key}" in result.stderr and fragment in result.stderr, result
+
+
+@pytest.mark.parametrize("case", ["a file where the state directory goes", "a file where the socket folder goes"])
+def test_a_state_or_socket_folder_that_cannot_be_used_is_one_line_and_exit_1(tmp_path: Path, case: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "wan").mkdir()
+    state = tmp_path / "state"
+    sock_parent = tmp_path / "run"
+    if case == "a file where the state directory goes":  # as root, the closest to a read-only one
+        state.write_text("a file")
+        sock_parent.mkdir()
+    else:
+        sock_parent.write_text("a file")
+    path = tmp_path / "config.yaml"
+    path.write_text(f"wan2gp_directory: wan\ndaemon:\n  state_dir: {state}\n  socket: {sock_parent}/w.sock\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
+    result = subprocess.run(
+        [sys.executable, "-m", "wangpd", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 1, result
+    last = result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and last.startswith("wangpd: cannot use the "), result.stderr

@@ -16,7 +16,7 @@ from wangpd import __version__
 from wangpd.config import Config, load_config
 from wangpd.control import Control, status_line
 from wangpd.engine import Engine
-from wangpd.errors import AlreadyRunning
+from wangpd.errors import AlreadyRunning, StoreError
 from wangpd.events import EventBus
 from wangpd.keeper import Keeper
 from wangpd.layout import Layout
@@ -378,9 +378,15 @@ def _remove_signal_handlers(loop: asyncio.AbstractEventLoop) -> None:
 
 def _lock_database(db_path: Path) -> int:
     """An exclusive flock on ``<db>.lock``, held until the process exits. Raises AlreadyRunning."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    # The real file's lock: a db_path that is a symlink to another daemon's database must meet that daemon's lock.
-    fd = lock_exclusive(Path(f"{os.path.realpath(db_path)}.lock"))
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        # The real file's lock: a db_path that is a symlink to another daemon's database must meet that daemon's.
+        fd = lock_exclusive(Path(f"{os.path.realpath(db_path)}.lock"))
+    except OSError as exc:  # a read-only state directory, a file in the way: one line, not a traceback
+        raise StoreError(
+            f"{db_path}: cannot use the state directory {db_path.parent}: {exc.strerror or exc}; "
+            "check daemon.state_dir and its owner and permissions"
+        ) from None
     if fd is None:
         raise AlreadyRunning(
             f"another wangpd is using the queue database {db_path}; stop it first (systemctl stop wangpd)"

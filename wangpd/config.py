@@ -346,6 +346,18 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
+def _at_least(minimum: float) -> Callable[[Any], float]:
+    """A duration no shorter than ``minimum``: a loop run every microsecond takes a whole core for nothing."""
+
+    def convert(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < minimum:
+            raise ValueError(f"must be at least {minimum:g} s, got {seconds:g} s")
+        return seconds
+
+    return convert
+
+
 def _endpoint(value: Any) -> str:
     text = _str(value).rstrip("/")
     if not re.match(r"^https?://[^/\s]+", text):
@@ -431,8 +443,8 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "socket": _path,
         "read_only_others": _bool,
         "log_level": _choice(LOG_LEVELS),
-        "status_interval": _positive_duration,
-        "shutdown_timeout": _positive_duration,
+        "status_interval": _at_least(0.05),
+        "shutdown_timeout": _at_least(0.1),
     },
     "hub": {
         "endpoint": _endpoint,
@@ -450,16 +462,16 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "free_space_reserve": parse_size,
         "max_attempts": _int(1, 100),
         "backoff_max": _positive_duration,
-        "stall_timeout": _positive_duration,
+        "stall_timeout": _at_least(0.5),
         "chunk_size": parse_size,
         "schedule": _schedule,
     },
     "watch": {
         "enabled": _bool,
         "force_polling": _bool,
-        "poll_interval": _positive_duration,
+        "poll_interval": _at_least(0.05),
         "debounce": parse_duration,
-        "reconcile_interval": _positive_duration,
+        "reconcile_interval": _at_least(1.0),
     },
     "auto_queue": {
         "track": _choice(TRACK_POLICIES),
@@ -552,6 +564,9 @@ def _xdg(environ: Mapping[str, str], var: str, fallback: str) -> Path:
     return Path(value) if value else Path(environ.get("HOME", str(Path.home()))) / fallback
 
 
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
+
+
 def _daemon_config(reader: _Reader, env: Mapping[str, str]) -> DaemonConfig:
     # systemd's StateDirectory= may list several colon-separated folders; the first is ours.
     state_dir = (
@@ -561,6 +576,9 @@ def _daemon_config(reader: _Reader, env: Mapping[str, str]) -> DaemonConfig:
     )
     values = _read_section(reader, "daemon", state_dir=state_dir, socket=protocol.default_socket_path(env))
     values.setdefault("db_path", values["state_dir"] / "hfcache.db")
+    length = len(os.fsencode(values["socket"]))
+    if length > MAX_SOCKET_PATH:  # the kernel's sockaddr_un: a longer path cannot be bound at all
+        raise reader.fail("daemon.socket", f"{length} bytes long; a Unix socket path has {MAX_SOCKET_PATH} at most")
     return DaemonConfig(**values)
 
 

@@ -266,11 +266,18 @@ def bind_socket(path: Path, group_gid: int | None) -> tuple[socket.socket, int]:
     Refuses (SocketInUse) when a live daemon answers on it; removes a stale file left by a crash.
     """
     directory = path.parent
-    if not directory.exists():
-        directory.mkdir(mode=0o750, parents=True)
-        if group_gid is not None:
-            os.chown(directory, -1, group_gid)
-    lock_fd = _take_lock(directory)
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=0o750, parents=True)
+            if group_gid is not None:
+                os.chown(directory, -1, group_gid)
+        if not directory.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(directory))
+        lock_fd = _take_lock(directory)
+    except OSError as exc:  # a regular file where the folder goes, a read-only parent: one line, not a traceback
+        raise WangpError(
+            f"cannot use the socket folder {directory}: {exc.strerror or exc}; check daemon.socket"
+        ) from None
     try:
         if path.exists() or path.is_symlink():
             if not stat.S_ISSOCK(path.lstat().st_mode):
