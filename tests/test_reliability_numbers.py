@@ -149,4 +149,4 @@ def test_a_state_or_socket_folder_that_cannot_be_used_is_one_line_and_exit_1(tmp
     )
     assert result.returncode == 1, result
     last = result.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in result.stderr and last.startswith("wangpd: cannot use the "), result.stderr
+    assert "Traceback" not in result.stderr and last.startswith("wangpd: ") and "cannot use the " in last, result.stderr
