@@ -63,6 +63,7 @@ class Fault:
     error_code: str | None = None  # X-Error-Code header with the status
     drop_after: int | None = None  # close the connection after this many body bytes
     flip_at: int | None = None  # absolute file offset of a byte to flip
+    drip_after: int | None = None  # after this many body bytes, send one byte every 0.1 s (a dying server)
     stall_after: int | None = None  # stop sending after this many body bytes...
     stall_for: float = 30.0  # ...for this long (or until the client goes away)
     ignore_range: bool = False  # answer 200 with the whole file despite Range
@@ -387,6 +388,19 @@ class FakeHub:
                 cut = fault.stall_after - sent if cut is None else min(cut, fault.stall_after - sent)
             if cut is not None:
                 piece = piece[:cut]
+            if fault is not None and fault.drip_after is not None and sent + len(piece) > fault.drip_after:
+                head, piece = piece[: max(0, fault.drip_after - sent)], piece[max(0, fault.drip_after - sent) :]
+                await response.write(head)
+                sent += len(head)
+                for index in range(len(piece)):  # bounded by the piece; the client gives up long before
+                    if self._closing is not None and self._closing.is_set():
+                        break
+                    await response.write(piece[index : index + 1])
+                    sent += 1
+                    await asyncio.sleep(0.1)
+                fake.bytes_served += sent
+                self.bytes_served += sent
+                continue
             if piece:
                 await response.write(piece)
                 sent += len(piece)

@@ -475,3 +475,20 @@ def test_a_plain_url_whose_file_changes_mid_download_restarts_from_zero(tmp_path
             assert not list(result.path.parent.glob("*.validator")), "the record goes with the committed file"
 
     run(scenario)
+
+
+def test_a_server_dripping_a_byte_at_a_time_counts_as_stalled(tmp_path: Path) -> None:
+    # Issue 15, item 17: one byte every 0.1 s keeps every read alive, so the silence timer never fired and the job
+    # held its slot forever at 0 %. Under download.min_speed over a stall_timeout window, the connection is
+    # dropped and resumed; the next attempt (a healthy server) completes.
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            big = hub.add_file(REPO, BIG, size=400_000, seed=8)
+            hub.inject(REPO, BIG, Fault(drip_after=50_000))
+            config = dataclasses.replace(FAST, stall_timeout=1.0, min_speed=4096)
+            env = Env(hub, tmp_path)
+            result = await env.fetch(config=config)
+            assert result.path.read_bytes() == big.content()
+            assert any("too slow" in str(error) for error, _, _ in env.retries), env.retries
+
+    run(scenario)

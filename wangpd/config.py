@@ -174,6 +174,8 @@ class DownloadConfig:
     max_attempts: int = 6
     backoff_max: float = 300.0
     stall_timeout: float = 60.0
+    # Slower than this over a whole stall_timeout (a server dripping a byte a second) counts as stalled too.
+    min_speed: int = 1024
     chunk_size: int = 1024 * 1024
     schedule: tuple[ScheduleWindow, ...] = ()
 
@@ -463,6 +465,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "max_attempts": _int(1, 100),
         "backoff_max": _positive_duration,
         "stall_timeout": _at_least(0.5),
+        "min_speed": parse_rate,
         "chunk_size": parse_size,
         "schedule": _schedule,
     },

@@ -164,6 +164,7 @@ async def download(
     stall_timeout: float = 60.0,
     chunk_size: int = 1024 * 1024,
     headers: Mapping[str, str] | None = None,
+    min_speed: int = 0,
 ) -> Downloaded:
     """Download ``meta.location`` into ``dest_incomplete``, resuming what is already there.
 
@@ -210,6 +211,7 @@ async def download(
         if size is None or start < size:
             fetched = await _stream(
                 meta, part, session=session, limiter=limiter, report=report, size=size, stall_timeout=stall_timeout,
+                min_speed=min_speed,
                 chunk_size=chunk_size, headers=headers,
             )  # fmt: skip
         await loop.run_in_executor(None, part.fsync)
@@ -295,6 +297,7 @@ async def _stream(
     stall_timeout: float,
     chunk_size: int,
     headers: Mapping[str, str] | None,
+    min_speed: int = 0,
 ) -> int:
     """One GET of the rest of the file into ``part``; returns bytes fetched. Raises like :func:`download`."""
     loop = asyncio.get_running_loop()
@@ -329,6 +332,7 @@ async def _stream(
             else:
                 raise TransferError(f"{meta.url}: unexpected HTTP status {response.status}", retryable=True)
             received = part.length  # the part, then every byte of this response (the writer lags behind)
+            window_start, window_bytes = loop.time(), 0
             try:
                 while True:
                     # Under a limit, small reads keep the shaping smooth at 100 ms scale (a 2 MiB read at 5 MiB/s
@@ -347,6 +351,19 @@ async def _stream(
                     fetched += len(piece)
                     await limiter.acquire(len(piece))
                     await writer.add(piece)
+                    window_bytes += len(piece)
+                    elapsed = loop.time() - window_start
+                    if min_speed and elapsed >= stall_timeout:
+                        # Bytes that trickle in keep each read alive; over a whole window they must reach a minimum
+                        # (never more than a quarter of the limit in force, so a low limit is no "stall").
+                        floor = min(min_speed, limiter.rate // 4) if limiter.rate else min_speed
+                        if window_bytes / elapsed < floor:
+                            raise TransferError(
+                                f"{meta.url}: too slow, {format_bytes(int(window_bytes / elapsed))}/s over "
+                                f"{elapsed:.0f} s (download.min_speed {format_bytes(floor)}/s); reconnecting",
+                                retryable=True,
+                            )
+                        window_start, window_bytes = loop.time(), 0
             finally:
                 # Runs on errors too: every byte that arrived is kept, so the next attempt resumes after it.
                 await writer.flush()

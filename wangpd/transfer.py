@@ -213,6 +213,7 @@ async def fetch_to_cache(
                 expected_sha256=expected_sha256,
                 progress=progress,
                 stall_timeout=config.stall_timeout,
+                min_speed=config.min_speed,
                 chunk_size=config.chunk_size,
             )
             snapshot = await asyncio.to_thread(cache.commit_blob, paths.incomplete, file_meta)
@@ -304,6 +305,7 @@ async def fetch_url(
                 expected_size=expected_size,
                 progress=progress,
                 stall_timeout=config.stall_timeout,
+                min_speed=config.min_speed,
                 chunk_size=config.chunk_size,
             )
             await asyncio.to_thread(_commit_plain, incomplete, final)
