@@ -242,3 +242,23 @@ def test_other_user_can_read_but_not_change(daemon: DaemonProcess) -> None:
     change = call_as(65534, daemon.socket, "pause")
     assert change["error"]["code"] == -32003 and "forbidden" in change["error"]["message"], change
     assert daemon.ctl_json("status")["paused"] is False
+
+
+def test_a_queue_database_deleted_while_running_is_noticed_and_recreated(daemon_factory, tmp_path: Path) -> None:
+    # Issue 15, item 20: `rm hfcache.db` while running went unnoticed (doctor happy); after a restart the queue and
+    # the manual limit were gone. Now the status loop sees the file is not the one it opened, starts a new one
+    # with what the process knows (paused, the manual limit) and re-plans; the warning says what was lost.
+    daemon = daemon_factory(paused=True)
+    daemon.start()
+    daemon.ctl("limit", "7MB/s")
+    db = tmp_path / "state" / "hfcache.db"
+    for name in ("hfcache.db", "hfcache.db-wal", "hfcache.db-shm"):
+        (tmp_path / "state" / name).unlink(missing_ok=True)
+    wait_for(lambda: "was deleted or replaced while wangpd ran" in daemon.log(), timeout=10, what="noticed")
+    assert db.exists()
+    status = daemon.ctl_json("status")
+    assert status["paused"] is True and status["limit"]["source"] == "manual"
+    daemon.stop()
+    daemon.start()  # what the new file holds survives a restart
+    status = daemon.ctl_json("status")
+    assert status["paused"] is True and status["limit"]["limit"] == 7_000_000

@@ -233,6 +233,8 @@ class Daemon:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.daemon.status_interval)
+            if self.store.gone():
+                self._database_gone()
             if self.store.write_error is not None and self.store.probe():
                 self.job_changed(None)  # writable again: the engine writes what waited and starts new work
             self.bandwidth.apply()  # schedule windows switch here
@@ -245,6 +247,26 @@ class Daemon:
                 remaining_bytes=totals["remaining_bytes"],
                 paused=self.paused,
             )
+
+    def _database_gone(self) -> None:
+        """The queue database was deleted (or replaced) while running: say so, start a new one at the same path
+        with what this process still knows (paused, the manual limit), and re-plan so kept models are queued again.
+        What only the old file held (its jobs, models added by hand) is gone: the warning says that too."""
+        log.warning(
+            "the queue database %s was deleted or replaced while wangpd ran; starting a new one and re-planning "
+            "(its jobs and the models added by hand are gone: `wangpctl add TYPE` them again)",
+            self.config.daemon.db_path,
+        )
+        try:
+            self.store.reopen()
+            self.store.set_setting("paused", self.paused)
+            manual = self.bandwidth.manual
+            self.store.set_setting("manual_limit", list(manual) if manual else None)
+        except StoreError as exc:
+            log.error("could not start a new queue database: %s", exc)
+            return
+        self.events.publish("error", message="the queue database was deleted while running; a new one was started")
+        self._spawn(self.rescan("database recreated"), "rescan")
 
     def _start_watcher(self) -> None:
         for task in [t for t in self._tasks if t.get_name() == "watcher"]:

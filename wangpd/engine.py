@@ -20,7 +20,7 @@ from typing import Any
 from wangpd import transfer
 from wangpd.config import Config
 from wangpd.download import Progress, open_session
-from wangpd.errors import BadState, DiskFull, StoreError, TargetExists, TransferError, WangpError
+from wangpd.errors import BadState, DiskFull, NotFound, StoreError, TargetExists, TransferError, WangpError
 from wangpd.events import EventBus
 from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter, SpeedMeter
@@ -192,8 +192,8 @@ class Engine:
         written by the loop once it can, so the queue never shows a finished job as downloading for good."""
         try:
             return write()
-        except BadState:
-            return None  # changed meanwhile (cancelled, paused): that word stands
+        except (BadState, NotFound):
+            return None  # changed meanwhile (cancelled, paused), or its row is gone: that word stands
         except StoreError as exc:
             if job_id not in self.unrecorded:
                 log.warning("job %d: %s; its end is written once the queue database can be written", job_id, exc)
@@ -204,7 +204,7 @@ class Engine:
         for job_id, write in list(self.unrecorded.items()):
             try:
                 job = write()
-            except BadState:
+            except (BadState, NotFound):
                 job = None
             except StoreError:
                 return  # still full: try again on the next turn

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -147,6 +148,14 @@ def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     return ", ".join(f"{key}=?" for key in fields), list(fields.values())
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 class _Guarded:
     """The connection, as the store uses it: a write that fails because the database's disk is full (or another
     write error) raises StoreError saying so, and the store remembers it until a write succeeds again. Nothing
@@ -199,6 +208,7 @@ class Store:
         # Set while writes fail (its disk is full); status and doctor say so, the engine waits for it to clear.
         self.write_error: str | None = None
         self._db = _Guarded(connection, self)
+        self._identity = _identity(path)
 
     @classmethod
     def open(cls, path: Path | str) -> Store:
@@ -241,6 +251,20 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def gone(self) -> bool:
+        """Whether the database file was deleted or replaced under the daemon (``rm hfcache.db``): SQLite would
+        go on writing into the unlinked file, and the queue would vanish at the next start."""
+        return _identity(self.path) != self._identity
+
+    def reopen(self) -> None:
+        """Start a new, empty queue database at the same path (after :meth:`gone`); this object stays the one
+        every part holds."""
+        fresh = Store.open(self.path)
+        self._db.close()
+        self._db = _Guarded(fresh._db.connection, self)
+        self._identity = fresh._identity
+        self.write_error = None
 
     def probe(self) -> bool:
         """While writes fail: try one small write, so that the store notices by itself when space returns."""
