@@ -69,6 +69,7 @@ class Fault:
     ignore_range: bool = False  # answer 200 with the whole file despite Range
     length_delta: int = 0  # lie in Content-Length by this many bytes
     redirect_loop: bool = False  # answer 302 to the same URL (a misconfigured CDN or mirror)
+    redirect_to: str | None = None  # answer 302 to this URL (a hostile or broken CDN)
 
 
 @dataclass
@@ -347,6 +348,8 @@ class FakeHub:
         if fault is not None and fault.redirect_loop:
             fault.times += 1  # every hop of the loop counts as the same fault
             return web.Response(status=302, headers={"Location": str(request.url)})
+        if fault is not None and fault.redirect_to:
+            return web.Response(status=302, headers={"Location": fault.redirect_to})
         if fault is not None and fault.status:
             return _fault_response(fault)
         start, end = 0, fake.size  # [start, end)

@@ -28,6 +28,15 @@ CASES: dict[str, tuple[list[Fault], str, tuple[str, ...]]] = {
     "forbidden": ([Fault(on="resolve", status=403, times=10)], "failed", ("access denied", "hf auth login")),
     "unauthorized": ([Fault(on="resolve", status=401, times=10)], "failed", ("hf auth login",)),
     "redirect_loop": ([Fault(on="body", redirect_loop=True, times=1)], "failed", ("redirects in a loop",)),
+    # Issue 15, item 6: the endpoint is on loopback, so loopback is allowed; a private or link-local destination
+    # and a non-HTTP scheme are refused before anything is sent there (no traffic leaves loopback).
+    "redirect_private": ([Fault(on="body", redirect_to="http://10.11.12.13/x")], "failed", ("a private address",)),
+    "redirect_metadata": (
+        [Fault(on="body", redirect_to="http://169.254.169.254/latest/meta-data/")],
+        "failed",
+        ("a special address", "refused"),
+    ),
+    "redirect_file": ([Fault(on="body", redirect_to="file:///etc/passwd")], "failed", ("only HTTP(S) is fetched",)),
 }
 
 

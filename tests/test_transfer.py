@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -490,5 +491,34 @@ def test_a_server_dripping_a_byte_at_a_time_counts_as_stalled(tmp_path: Path) ->
             result = await env.fetch(config=config)
             assert result.path.read_bytes() == big.content()
             assert any("too slow" in str(error) for error, _, _ in env.retries), env.retries
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("destination", "origin", "refused"),
+    [
+        ("https://93.184.216.34/x", "https://8.8.8.8/", None),  # public to public: the usual CDN hop
+        ("http://127.0.0.1:9/x", "https://8.8.8.8/", "loopback"),  # a public endpoint may not send us home
+        ("http://10.1.2.3/x", "https://8.8.8.8/", "private"),
+        ("http://169.254.169.254/latest/", "http://10.0.0.5/", "special"),  # never, even from a LAN mirror
+        ("http://10.1.2.3/x", "http://10.0.0.5/", None),  # a LAN mirror's own kind of address
+        ("http://127.0.0.2/x", "http://127.0.0.1:8/", None),  # the test hub and its CDN
+        ("http://[fe80::1]/x", "http://127.0.0.1/", "special"),
+        ("ftp://93.184.216.34/x", "https://8.8.8.8/", "only HTTP(S)"),
+    ],
+)
+def test_redirect_destinations_are_checked_before_they_are_contacted(
+    destination: str, origin: str, refused: str | None
+) -> None:
+    # IP literals only: getaddrinfo answers without DNS and nothing is sent anywhere.
+    from wangpd.download import check_destination
+
+    async def scenario() -> None:
+        if refused is None:
+            await check_destination(destination, origin)
+        else:
+            with pytest.raises(TransferError, match=re.escape(refused)):
+                await check_destination(destination, origin)
 
     run(scenario)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import ipaddress
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -310,11 +312,8 @@ async def _stream(
     fetched = 0
     try:
         async with asyncio.timeout(stall_timeout):
-            response = await session.get(
-                url,
-                headers=request_headers,
-                read_bufsize=max(chunk_size, 64 * 1024),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=stall_timeout),
+            response, url = await _get_following(
+                session, url, meta.url or url, request_headers, chunk_size, stall_timeout
             )
         async with response:
             if response.status >= 400:
@@ -389,17 +388,111 @@ async def _stream(
     return fetched
 
 
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _address_class(address: str) -> str:
+    """public, loopback, private or special (link-local, multicast, reserved: never a download's destination)."""
+    ip = ipaddress.ip_address(address)
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return "special"
+    if ip.is_private:
+        return "private"
+    return "public"
+
+
+async def _classes(url: str) -> set[str]:
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransferError(f"{url}: cannot resolve {host} ({exc.strerror or exc})", retryable=True) from None
+    return {_address_class(str(info[4][0])) for info in infos}
+
+
+async def check_destination(url: str, origin: str) -> None:
+    """Refuse to fetch from ``url`` when it is no HTTP(S) URL, or when it leads to a private, loopback or
+    link-local address while ``origin`` (the configured endpoint or the allowed host the download started from)
+    is not on such an address itself: a CDN redirect to 169.254.169.254 or a 10.x host is not followed (a local
+    mirror on such an address is, for its own kind of address). Checked before anything is sent."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TransferError(
+            f"{origin}: redirected to a {scheme or 'schemeless'} URL; only HTTP(S) is fetched", retryable=False
+        )
+    wanted = await _classes(url)
+    if wanted <= {"public"}:
+        return
+    allowed = {"public"} | (await _classes(origin) - {"special"})
+    if not wanted <= allowed:
+        host = urlsplit(url).hostname
+        raise TransferError(
+            f"{origin}: redirected to {host}, a {'/'.join(sorted(wanted - allowed))} address; refused (only a mirror "
+            "configured on such an address may send downloads there; check hub.endpoint and the CDN)",
+            retryable=False,
+        )
+
+
+async def _get_following(
+    session: aiohttp.ClientSession,
+    url: str,
+    origin: str,
+    headers: dict[str, str],
+    chunk_size: int,
+    stall_timeout: float,
+) -> tuple[aiohttp.ClientResponse, str]:
+    """GET ``url``, following redirects one by one so that each destination is checked before it is contacted
+    (:func:`check_destination`); credentials never follow a redirect to another origin."""
+    current, sent = url, dict(headers)
+    for _hop in range(MAX_REDIRECTS + 1):
+        await check_destination(current, origin)
+        response = await session.get(
+            current,
+            headers=sent,
+            allow_redirects=False,
+            read_bufsize=max(chunk_size, 64 * 1024),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=stall_timeout),
+        )
+        location = response.headers.get("Location")
+        if response.status not in _REDIRECTS or not location:
+            return response, current
+        response.release()
+        following = urljoin(current, location)
+        if not same_origin(following, current):
+            sent = {k: v for k, v in sent.items() if k.lower() not in ("authorization", "cookie")}
+        current = following
+    raise TransferError(
+        f"{origin}: the server redirects in a loop; check hub.endpoint (a mirror or proxy may be misconfigured)",
+        retryable=False,
+    )
+
+
 async def url_metadata(
     url: str, *, session: aiohttp.ClientSession, timeout: float = 30.0, expected_sha256: str | None = None
 ) -> FileMeta:
-    """HEAD a plain URL (following redirects) for its size and ETag. Raises TransferError like download."""
+    """HEAD a plain URL (following redirects, each checked like the download's) for its size and ETag. Raises
+    TransferError like download."""
     try:
-        async with session.head(
-            url,
-            allow_redirects=True,
-            headers={"Accept-Encoding": "identity"},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
+        current = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            await check_destination(current, url)
+            response = await session.head(
+                current,
+                allow_redirects=False,
+                headers={"Accept-Encoding": "identity"},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            )
+            location = response.headers.get("Location")
+            if response.status not in _REDIRECTS or not location:
+                break
+            response.release()
+            current = urljoin(current, location)
+        else:
+            raise TransferError(f"{url}: the server redirects in a loop", retryable=False)
+        async with response:
             if response.status >= 400:
                 raise _http_error(response.status, url, response.headers, on_hub=False)
             length = response.headers.get("Content-Length")
