@@ -522,3 +522,31 @@ def test_redirect_destinations_are_checked_before_they_are_contacted(
                 await check_destination(destination, origin)
 
     run(scenario)
+
+
+def test_with_another_endpoint_nothing_resolves_or_contacts_huggingface_co(tmp_path: Path) -> None:
+    # Issue 15, item 31: huggingface_hub fetched an agent registry from huggingface.co once per process even with a
+    # mirror (or this test hub) configured. Checked in a fresh process, where that registry is not loaded yet.
+    script = f"""
+import asyncio, socket, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+seen = []
+real = socket.getaddrinfo
+def spy(host, *args, **kwargs):
+    seen.append(str(host))
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = spy
+from fakehub import FakeHubThread
+from wangpd.config import HubConfig
+from wangpd.hub import Hub
+with FakeHubThread() as hub:
+    hub.add_file("Org/Repo", "a.safetensors", size=1000, seed=1)
+    api = Hub(HubConfig(endpoint=hub.endpoint, cache_dir={str(tmp_path / "hub")!r}))
+    assert asyncio.run(api.file_metadata("Org/Repo", "main", "a.safetensors")).size == 1000
+print(sorted(set(seen)))
+"""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home")}  # no registry cached from an earlier run
+    env.pop("HF_ENDPOINT", None)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "huggingface.co" not in result.stdout, result.stdout

@@ -16,9 +16,10 @@ import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import huggingface_hub
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
 from wangpd.config import HubConfig
@@ -51,6 +52,10 @@ class Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.endpoint = config.endpoint.rstrip("/")
+        # huggingface_hub asks its module-wide ENDPOINT (HF_ENDPOINT, else huggingface.co) for an "agent harnesses"
+        # registry once per process, whatever endpoint a call is given: with a mirror, or a test hub, it must not
+        # resolve or contact huggingface.co. Every call here names its endpoint, so the module-wide one may follow.
+        hf_constants.ENDPOINT = self.endpoint
         self.timeout = config.request_timeout
         self._token: str | None = None
         if config.token_file is not None:
@@ -66,8 +71,9 @@ class Hub:
         return bool(self._token)
 
     def resolve_url(self, repo: str, revision: str, path: str) -> str:
-        """The ``/resolve/`` URL of a file on the configured endpoint."""
-        return huggingface_hub.hf_hub_url(repo, path, revision=revision, endpoint=self.endpoint)
+        """The ``/resolve/`` URL of a file on the configured endpoint (built here: huggingface_hub's hf_hub_url
+        starts from its module-wide endpoint, which follows this one, see __init__)."""
+        return f"{self.endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
     def auth_headers(self, location: str) -> dict[str, str]:
         """Headers for a GET of ``location``: the token only if it is on the Hub's own origin."""
