@@ -126,3 +126,32 @@ def test_a_folder_where_a_file_goes_and_a_final_reason_that_is_final(
     assert second["last_error"].endswith("gave up after 3 attempts"), second["last_error"]
     assert "will resume" not in second["last_error"]
     assert dropped.bytes_served < dropped.size
+
+
+def test_a_hub_file_replaced_during_its_download_is_fetched_in_its_new_version(
+    daemon_factory: Any, fake_hub: Any, wan2gp: Path, tmp_path: Path
+) -> None:
+    # Issue 15, item 19: the Hub's file changed mid-download; the job failed for good with "the definition expects
+    # <sha>" (no definition is involved), retry and re-add failed the same way, and the stale part stayed.
+    from fakehub import Fault
+
+    old = fake_hub.add_file("Org/Repo", "moving.safetensors", size=2_000_000, seed=11)
+    fake_hub.inject("Org/Repo", "moving.safetensors", Fault(on="body", drop_after=300_000))
+    daemon: DaemonProcess = daemon_factory(
+        hub={"endpoint": fake_hub.endpoint, "cache_dir": str(tmp_path / "hfcache")},
+        download={"max_attempts": 4, "backoff_max": "0.5s", "bandwidth": "4MiB/s", "chunk_size": "64KiB"},
+    ).start()
+    job_id = daemon.ctl_json("add", URL.replace("again", "moving"))["files"][0]["job"]["id"]
+    part = tmp_path / "hfcache" / "models--Org--Repo" / "blobs" / f"{old.sha256}.incomplete"
+    wait_for(lambda: part.exists() and part.stat().st_size >= 300_000, timeout=20, what="a part of the old version")
+    new = fake_hub.add_file("Org/Repo", "moving.safetensors", size=2_100_000, seed=12)  # re-uploaded upstream
+    done = wait_for(
+        lambda: (j := daemon.ctl_json("job", "show", str(job_id)))["state"] in ("complete", "failed") and j,
+        timeout=60,
+        what="the job ended",
+    )
+    assert done["state"] == "complete", done["last_error"]
+    assert done["sha256"] == new.sha256 and done["size"] == new.size
+    assert (wan2gp / "ckpts" / "moving.safetensors").read_bytes() == new.content()
+    assert not part.exists(), "the old version's part is dropped"
+    assert "changed on the Hub since it was queued" in daemon.log()

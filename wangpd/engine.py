@@ -26,7 +26,7 @@ from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.linker import link_into_place
 from wangpd.models import Job, JobState
-from wangpd.paths import temp_name
+from wangpd.paths import PART_SUFFIX, temp_name
 from wangpd.sources import Sources
 from wangpd.store import Store
 
@@ -258,12 +258,26 @@ class Engine:
                 limiter=self.limiter,
                 config=self.config.download,
                 meta=meta,
-                expected_sha256=job.sha256,
+                # A Hub file's sha256 is the Hub's word, read again on every attempt and always checked; the one
+                # stored with the job is what the Hub said earlier. Demanding it would fail for good a file that
+                # was replaced on the Hub meanwhile (retry and re-add included), keeping a stale part.
+                expected_sha256=None,
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
             )
             self.sources.remember(result.meta)
-            if job.size is None and result.meta.size is not None:
+            changed = job.sha256 is not None and result.meta.sha256 is not None and result.meta.sha256 != job.sha256
+            if changed:
+                log.info(
+                    "job %d: %s changed on the Hub since it was queued (sha256 %s... -> %s...); the new version "
+                    "was fetched",
+                    job.id,
+                    job.path,
+                    job.sha256[:12],
+                    result.meta.sha256[:12],
+                )
+                await asyncio.to_thread(self._drop_stale_part, job.repo, job.sha256)
+            if (job.size is None or changed) and result.meta.size is not None:
                 with contextlib.suppress(StoreError):  # the file is there: its size is a detail
                     self.store.set_job_fields(job.id, size=result.meta.size, sha256=result.meta.sha256)
         else:
@@ -325,6 +339,13 @@ class Engine:
 
         await asyncio.to_thread(build)
         return ("hf-cache" if fetched == 0 else "download"), fetched
+
+    def _drop_stale_part(self, repo: str, old_sha256: str) -> None:
+        """The part of a version the Hub no longer serves: wangpd's own, of no use any more."""
+        part = self.sources.cache.repo_dir(repo) / "blobs" / f"{old_sha256}{PART_SUFFIX}"
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+            log.info("removed the part of the old version: %s", part)
 
     def _progress(self, job: Job) -> Progress:
         meter = SpeedMeter()
