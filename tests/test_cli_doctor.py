@@ -117,6 +117,27 @@ def test_a_stale_socket_is_named(short_dir: Path) -> None:
     assert "nothing listens" in result.output
 
 
+def test_a_regular_file_at_the_socket_path_is_called_what_it_is(short_dir: Path) -> None:
+    # Issue 15, item 26: a regular file refuses connections like a dead socket and was called "a socket file".
+    path = short_dir / "plain.sock"
+    path.write_text("not a socket")
+    result = CliRunner().invoke(cli, ["--socket", str(path), "doctor"])
+    assert result.exit_code == 3
+    assert f"{path}: a regular file, not a socket" in result.output and "a socket file" not in result.output
+
+
+def test_a_symlink_loop_for_ckpts_is_no_mkdir(daemon_factory, wan2gp: Path) -> None:
+    # Issue 15, item 26: doctor told "mkdir ckpts" for a ckpts/ that is a symlink loop.
+    import shutil
+
+    shutil.rmtree(wan2gp / "ckpts")
+    (wan2gp / "ckpts").symlink_to(wan2gp / "ckpts")
+    daemon = daemon_factory().start()
+    checks = json.loads(daemon.ctl("doctor", "--json", check=False).stdout)["checks"]
+    found = [c for c in checks if c["check"] == "wan2gp" and "ckpts" in c["message"]]
+    assert found and "leads nowhere" in found[0]["message"] and "mkdir" not in found[0]["fix"]
+
+
 def _run_as(uid: int, gid: int, args: list[str]) -> tuple[int, str]:
     """Run the CLI in a forked child that has dropped root (the venv's interpreter lives under /root, which
     another user could not execute, so the child reuses this already-loaded interpreter)."""
@@ -155,6 +176,19 @@ def test_a_user_outside_the_socket_group_is_told_to_join_it(daemon_factory, shor
     assert code == 3, output
     assert f"not in group {group}" in output
     assert f"sudo usermod -aG {group} {nobody.pw_name}" in output
+
+
+def test_a_socket_owned_by_group_root_is_no_group_to_join(daemon_factory, short_dir: Path) -> None:
+    # Issue 15, item 26: without daemon.socket_group the folder is root's group, and doctor said `usermod -aG root`.
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(short_dir, 0o755)
+    daemon = daemon_factory(daemon={"socket": str(short_dir / "run" / "wangpd.sock")})
+    daemon.socket = short_dir / "run" / "wangpd.sock"
+    daemon.start()
+    code, output = _run_as(nobody.pw_uid, nobody.pw_gid, ["--socket", str(daemon.socket), "doctor"])
+    assert code == 3, output
+    assert "belongs to group root" in output and "daemon.socket_group" in output
+    assert "usermod -aG root" not in output
 
 
 def _group_exists(name: str) -> bool:

@@ -175,6 +175,9 @@ BAD_CONFIGS = [
     ("{wan}\n  bad indent: [\n", ["invalid YAML"]),
     ("- just\n- a list\n", ["expected a mapping"]),
     ("{wan}\nauto_queue:\n  include: [2020-13-45]\n", ["invalid YAML value", "month must be in 1..12"]),
+    # Issue 15, item 25: a key given twice used to pass (YAML keeps the last); an unset $VAR stayed literal.
+    ("{wan}\ndownload:\n  bandwidth: 1MB/s\n  bandwidth: 9MB/s\n", ["download.bandwidth", "given twice", ":4:"]),
+    ("{wan}\ndaemon:\n  state_dir: $WANGPD_UNSET_VAR/state\n", ["daemon.state_dir", "WANGPD_UNSET_VAR is not set"]),
 ]
 
 
@@ -194,6 +197,28 @@ def test_a_bad_hf_endpoint_in_the_environment_is_a_config_error(base: Path) -> N
     path = write(base, "wan2gp_directory: wan2gp\n")
     with pytest.raises(ConfigError, match="HF_ENDPOINT: expected an http"):
         load_config(path, environ={"HOME": "/h", "HF_ENDPOINT": "mirror.local"})
+
+
+def test_a_wan2gp_directory_that_is_a_file_or_a_loop_says_so(base: Path) -> None:
+    (base / "a-file").write_text("x")
+    (base / "loop").symlink_to(base / "loop")
+    for target, words in (("a-file", "is a file, not a folder"), ("loop", "is a symlink loop")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(write(base, f"wan2gp_directory: {target}\n"), environ={"HOME": "/h"})
+
+
+def test_check_config_masks_endpoint_credentials_and_checks_handler_tables(base: Path) -> None:
+    good = write(base, "wan2gp_directory: wan2gp\nhub:\n  endpoint: https://me:s3cret@mirror.example\n")
+    shown = subprocess.run(
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(good)], capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and "s3cret" not in shown.stdout and "https://***@mirror.example" in shown.stdout
+    (base / "bad-table.yaml").write_text("architectures:\n  x:\n    colour: red\n")
+    bad = write(base, "wan2gp_directory: wan2gp\nwan2gp:\n  handler_files: [bad-table.yaml]\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(bad)], capture_output=True, text=True
+    )
+    assert refused.returncode == 78 and "bad-table.yaml" in refused.stderr and "colour" in refused.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

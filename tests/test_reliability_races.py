@@ -155,3 +155,34 @@ def test_a_hub_file_replaced_during_its_download_is_fetched_in_its_new_version(
     assert (wan2gp / "ckpts" / "moving.safetensors").read_bytes() == new.content()
     assert not part.exists(), "the old version's part is dropped"
     assert "changed on the Hub since it was queued" in daemon.log()
+
+
+def test_a_read_only_ckpts_folder_is_named_as_the_problem(daemon_factory: Any, fake_hub: Any, wan2gp: Path) -> None:
+    # Issue 15, item 24: "Permission denied" named the HF-cache file (the link's source), not the folder to fix.
+    # chattr +i makes ckpts/ refuse new entries even to root (the suite runs as root in CI).
+    import shutil
+    import subprocess
+
+    import pytest
+
+    fake_hub.add_file("Org/Repo", "ro.safetensors", size=5000, seed=21)
+    ckpts = wan2gp / "ckpts"
+    if os.getuid() == 0:
+        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(ckpts)], check=False).returncode:
+            pytest.skip("chattr +i is not possible here")
+    else:
+        ckpts.chmod(0o555)
+    try:
+        daemon: DaemonProcess = daemon_factory(hub={"endpoint": fake_hub.endpoint}).start()
+        job = daemon.ctl_json("add", URL.replace("again", "ro"))["files"][0]["job"]["id"]
+        failed = wait_for(
+            lambda: (j := daemon.ctl_json("job", "show", str(job)))["state"] == "failed" and j,
+            timeout=30,
+            what="failed",
+        )
+        assert failed["last_error"].startswith(f"{ckpts}: permission denied"), failed["last_error"]
+        assert "complete in the HF cache" in failed["last_error"]
+    finally:
+        if os.getuid() == 0:
+            subprocess.run(["chattr", "-i", str(ckpts)], check=False)
+        ckpts.chmod(0o755)

@@ -82,6 +82,14 @@ def _permission_check(path: Path) -> dict[str, Any]:
             "started before that",
             f"log out and in again (or run `newgrp {group}`)",
         )
+    if info.st_gid == 0:  # joining root's group would give far more than wangpd: never the advice
+        return check(
+            "socket",
+            "FAIL",
+            f"permission denied on {path}: {where} belongs to group root, which is no group to join for this",
+            "ask the admin to set daemon.socket_group (e.g. wangpd) in the daemon's config, restart it, and add you "
+            "to that group",
+        )
     return check(
         "socket",
         "FAIL",
@@ -104,6 +112,16 @@ def unreachable_checks(candidates: list[Path]) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
     missing = 0
     for path in candidates:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISSOCK(mode):  # a regular file refuses connections like a dead socket
+            kind = "a folder" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "not a socket"
+            checks.append(
+                check("socket", "FAIL", f"{path}: {kind}, not a socket", "point --socket / WANGPCTL_SOCKET at wangpd")
+            )
+            continue
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(2.0)
         try:

@@ -8,6 +8,7 @@ Every error names the file, the key and, when known, the line, in one line: ``wa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import grp
 import os
 import re
@@ -318,7 +319,11 @@ def _path(value: Any) -> Path:
     text = _str(value)
     if not text.strip():
         raise ValueError("empty path")
-    return Path(os.path.expanduser(os.path.expandvars(text)))
+    expanded = os.path.expandvars(text)
+    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:  # expandvars leaves an unset variable as it is: a folder literally named "$UNSET" is never meant
+        raise ValueError(f"{text!r}: the environment variable {unset.group(1)} is not set")
+    return Path(os.path.expanduser(expanded))
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -540,13 +545,26 @@ def _check_keys(reader: _Reader) -> None:
                     raise reader.fail(f"{key}.{sub}", f"unknown key (known in {key}: {', '.join(sorted(allowed))})")
 
 
+def _not_a_folder(path: Path) -> str:
+    """Why ``path`` is no usable folder, in the words that help: missing, a file, a symlink loop, unreadable."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symlink loop"
+        if exc.errno == errno.ENOENT:
+            return f"folder {path} does not exist"
+        return f"{path}: {exc.strerror}"
+    return f"{path} is a file, not a folder"
+
+
 def _wan2gp_config(reader: _Reader) -> Wan2GPConfig:
     # Nothing else matters without it, so it is reported before any other mistake in the file.
     if reader.raw("wan2gp_directory") is None:
         raise reader.fail("wan2gp_directory", "required: the folder that holds Wan2GP's wgp.py and defaults/")
     values = _read_section(reader, "wan2gp")
     if not values["directory"].is_dir():
-        raise reader.fail("wan2gp_directory", f"folder {values['directory']} does not exist")
+        raise reader.fail("wan2gp_directory", _not_a_folder(values["directory"]))
     for index, handler_path in enumerate(values.get("handler_files", ())):
         if not handler_path.is_file():
             raise reader.fail("wan2gp.handler_files", f"entry {index}: file {handler_path} does not exist")
@@ -621,8 +639,9 @@ def _download_config(reader: _Reader) -> DownloadConfig:
     return download
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line, for error messages. Empty when the text does not compose."""
+def _line_map(text: str, path: Path | None = None) -> dict[str, int]:
+    """Dotted key -> 1-based line, for error messages. Empty when the text does not compose. With ``path``, a key
+    given twice in one mapping raises ConfigError naming both lines: YAML keeps the last one silently."""
     lines: dict[str, int] = {}
     try:
         root = yaml.compose(text, Loader=_Loader)
@@ -633,7 +652,10 @@ def _line_map(text: str) -> dict[str, int]:
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = f"{prefix}{key_node.value}"
-                lines.setdefault(key, key_node.start_mark.line + 1)
+                line = key_node.start_mark.line + 1
+                if key in lines and path is not None:
+                    raise ConfigError(f"{path}:{line}: {key}: given twice (first on line {lines[key]}); keep one")
+                lines.setdefault(key, line)
                 if not prefix:
                     walk(value_node, key + ".")
 
@@ -658,7 +680,7 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {_kind(data)}")
-    reader = _Reader(path, data, _line_map(text))
+    reader = _Reader(path, data, _line_map(text, path))
     _check_keys(reader)
     return Config(
         path=path.resolve(),

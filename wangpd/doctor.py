@@ -78,7 +78,16 @@ def _wan2gp(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
         return [_check("wan2gp", "FAIL", f"{root} does not exist", "set wan2gp_directory, then `wangpctl reload`")]
     checks = []
     for folder, level in (("defaults", "FAIL"), ("ckpts", "WARN")):
-        if not (root / folder).is_dir():
+        if (root / folder).is_symlink() and not (root / folder).exists():  # a loop, or a target gone
+            checks.append(
+                _check(
+                    "wan2gp",
+                    level,
+                    f"{root / folder} is a symlink that leads nowhere (a loop, or its target is gone)",
+                    f"fix or remove the link {root / folder} (`ls -l {root / folder}`)",
+                )
+            )
+        elif not (root / folder).is_dir():
             checks.append(
                 _check(
                     "wan2gp",

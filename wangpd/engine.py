@@ -215,7 +215,15 @@ class Engine:
 
     def _link(self, source: Path, target: Path) -> str:
         roots = self.layout().link_roots()
-        return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=roots)  # type: ignore[arg-type]
+        try:
+            return link_into_place(source, target, mode=self.config.download.link_mode, allowed_roots=roots)  # type: ignore[arg-type]
+        except PermissionError:
+            # errno names the HF-cache file (the link's source); the folder that refused is what to fix.
+            folder = target.parent
+            raise WangpError(
+                f"{folder}: permission denied: cannot create {target.name} there; give the daemon's user write "
+                f"access to {folder} (the file itself is complete in the HF cache)"
+            ) from None
 
     async def _complete(self, job: Job) -> tuple[str, int]:
         """Make the job's target exist with the right content; return (how, bytes fetched)."""

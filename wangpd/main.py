@@ -8,12 +8,13 @@ import os
 import sys
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from wangpd import __version__, protocol
 from wangpd.config import Config, load_config
-from wangpd.errors import WangpError
+from wangpd.errors import ConfigError, WangpError
 
 __all__ = ["cli", "find_config"]
 
@@ -117,14 +118,24 @@ def run(ctx: click.Context, config_path: str | None) -> None:
 def check_config(ctx: click.Context, config_path: str | None) -> None:
     """Check the config file and print where things will go; exit 78 when it is bad."""
     config = _load(config_path or (ctx.obj or {}).get("config_path"))
+    from wangpd.handler_table import load_handler_table
+
+    try:  # the extra handler tables the config names are part of it: a bad one must not pass as "OK"
+        table = load_handler_table(config.wan2gp.handler_files)
+    except ConfigError as exc:
+        click.echo(f"wangpd: {exc}", err=True)
+        sys.exit(protocol.EXIT_CONFIG)
     click.echo(f"{config.path}: OK")
     click.echo(f"  Wan2GP folder : {config.wan2gp.directory}")
     click.echo(f"  queue database: {config.daemon.db_path}")
     click.echo(f"  socket        : {config.daemon.socket}")
-    click.echo(f"  HF cache      : {config.hub.cache_dir} (endpoint {config.hub.endpoint})")
+    click.echo(f"  HF cache      : {config.hub.cache_dir} (endpoint {_without_credentials(config.hub.endpoint)})")
     from wangpd.units import format_rate
 
     click.echo(f"  bandwidth     : {format_rate(config.download.bandwidth)}, {config.download.concurrency} at a time")
+    click.echo(
+        f"  handler table : Wan2GP commit {(table.commit or 'unknown')[:12]}, {len(table.architectures)} architectures"
+    )
 
 
 @cli.command("plan")
@@ -156,3 +167,11 @@ def plan_command(
             click.echo(f"wangpd plan: --wan2gp {wan2gp_dir}: no such folder", err=True)
             sys.exit(protocol.EXIT_USAGE)
     sys.exit(run_plan_cli(folder, model_globs, all_variants, as_json, handler_files=handler_files))
+
+
+def _without_credentials(url: str) -> str:
+    """``https://user:secret@mirror`` as ``https://***@mirror``: check-config's output lands in logs and issues."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit((parts.scheme, "***@" + parts.netloc.rsplit("@", 1)[1], parts.path, parts.query, parts.fragment))
