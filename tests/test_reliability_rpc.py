@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DaemonProcess
+from conftest import DaemonProcess, wait_for
 from wangpd import protocol
 
 JSON = st.recursive(
@@ -171,3 +171,103 @@ def test_truncated_and_slow_clients(fuzz_daemon: DaemonProcess) -> None:
     slow.close()
     assert b'"protocol": 1' in reply and time.monotonic() - started < 30
     assert fuzz_daemon.proc.poll() is None
+
+
+def test_idle_connection_flood(daemon: DaemonProcess) -> None:
+    """Issue 15 item 8: ~1,000 clients that connect and say nothing. The daemon keeps answering, holds no more than
+    its cap of connections, and says so in one log line, not one per connection."""
+    import resource
+
+    from wangpd.rpc import MAX_CONNECTIONS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:  # this test process holds the idle clients' ends
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    log_before = len(daemon.log())
+    idle: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(idle) < 1000 and time.monotonic() < deadline:
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.settimeout(5)
+            try:
+                client.connect(str(daemon.socket))
+            except BlockingIOError:  # the listen backlog is full until the daemon accepts: wait, as a client would
+                client.close()
+                time.sleep(0.005)
+                continue
+            idle.append(client)
+        assert len(idle) == 1000, f"only {len(idle)} clients got in within 60 s"
+        for _ in range(3):
+            status, payload = raw_post(daemon.socket, b'{"jsonrpc":"2.0","method":"status","id":1}', timeout=5)
+            assert status == 200 and b'"result"' in payload
+        # asyncio accepts up to 100 at a time, so a burst's evictions finish closing a loop turn later.
+        fds = Path(f"/proc/{daemon.proc.pid}/fd")
+        wait_for(lambda: len(list(fds.iterdir())) < MAX_CONNECTIONS + 60, timeout=10, what="idle clients hung up on")
+        # The oldest idle clients were hung up on: reading gives EOF, not a timeout.
+        idle[0].settimeout(5)
+        assert idle[0].recv(10) == b""
+    finally:
+        for client in idle:
+            client.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    log = daemon.log()[log_before:]
+    assert len(log) < 5000, log[-2000:]
+    assert log.count("at its cap of") == 1, log[-2000:]
+    assert daemon.proc.poll() is None
+
+
+def test_connection_cap_refuses_only_when_every_connection_is_busy() -> None:
+    """At the cap, an idle connection makes room; when all are busy (``/events`` followers, requests in flight)
+    the newcomer gets a 503 instead, and nothing in flight is cut."""
+    import asyncio
+
+    from wangpd.rpc import ConnectionCap
+
+    class Handler:
+        def __init__(self) -> None:
+            self._request_in_progress = False
+            self.transport: object | None = None  # set by connection_made, as in aiohttp
+
+        def force_close(self) -> None:
+            self.transport = None
+
+    class Server:
+        """aiohttp's registry: a handler is listed from connection_made() until connection_lost()."""
+
+        def __init__(self) -> None:
+            self.connections: list[Handler] = []
+
+        def __call__(self) -> Handler:
+            return Handler()
+
+        def connect(self, handler: Handler) -> None:
+            handler.transport = object()
+            self.connections.append(handler)
+
+    async def scenario() -> None:
+        server = Server()
+        cap = ConnectionCap(server, cap=3)  # type: ignore[arg-type]
+        made = [cap(), cap(), cap()]
+        assert all(isinstance(h, Handler) for h in made)
+        # A burst asyncio accepted in one turn, not connected yet, still counts: nobody to evict, so refused.
+        assert type(cap()).__name__ == "_Refuse"
+        await asyncio.sleep(0)
+        for handler in made:
+            server.connect(handler)
+        made[0]._request_in_progress = True  # an /events follower, say
+        fourth = cap()
+        assert isinstance(fourth, Handler) and made[0].transport is not None and made[1].transport is None, (
+            "the oldest idle one goes, not the busy one"
+        )
+        await asyncio.sleep(0)
+        server.connect(fourth)
+        made[2]._request_in_progress = fourth._request_in_progress = True
+        assert type(cap()).__name__ == "_Refuse", "all busy: the newcomer is refused, nothing in flight is cut"
+        assert all(h.transport is not None for h in (made[0], made[2], fourth))
+        # Connections that came and went between two accepts leave no trace in the count.
+        server.connections = [made[0]]
+        await asyncio.sleep(0)
+        assert all(isinstance(cap(), Handler) for _ in range(2))
+
+    asyncio.run(scenario())

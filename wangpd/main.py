@@ -102,6 +102,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     """Start the daemon (foreground; systemd runs this)."""
     config = _load(config_path or (ctx.obj or {}).get("config_path"))
     setup_logging(config.daemon.log_level)
+    raise_fd_limit()
     from wangpd.app import Daemon  # imported here so `wangpd check-config` and `--help` stay light
 
     try:
@@ -110,6 +111,23 @@ def run(ctx: click.Context, config_path: str | None) -> None:
         click.echo(f"wangpd: {exc}", err=True)
         sys.exit(1)
     sys.exit(code)
+
+
+def raise_fd_limit(want: int = 65536) -> None:
+    """Lift the soft descriptor limit towards the hard one, as systemd.exec(5) asks of services that need more.
+
+    systemd keeps the soft limit at 1024 for select()'s sake; asyncio does not use select() here, and transfers,
+    the database, the watcher and the control connections all draw on the same pool.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # a container may forbid it; the connection cap follows the soft limit
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
 
 
 @cli.command("check-config")

@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import pwd
+import resource
 import socket
 import stat
 import struct
+import time
 import types
 import typing
 from collections.abc import Awaitable, Callable
@@ -38,6 +40,13 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 10_000
 _INT64 = (-(2**63), 2**63 - 1)
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# A client that connects and says nothing (or stops after a request) is closed after this long; wangpctl and a web
+# tab open a connection per call, and `/events` followers are in a request all the time, so none of them notice.
+IDLE_TIMEOUT = 30.0
+# Open control connections at most: far more than a user's shells and tabs, far fewer than the descriptors the
+# transfers, the database and the watcher need (a quarter of the soft limit at most).
+MAX_CONNECTIONS = 256
+_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,90 @@ def activated_socket(environ: dict[str, str]) -> socket.socket | None:
     return sock
 
 
+def connection_cap() -> int:
+    """How many control connections may be open, from the descriptors this process may hold."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft // 4))
+
+
+class _Refuse(asyncio.Protocol):
+    """Stands in for a connection past the cap when every open one is busy: says 503 and hangs up."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        typing.cast(asyncio.WriteTransport, transport).write(_REFUSED)
+        transport.close()
+
+
+class ConnectionCap:
+    """Protocol factory in front of aiohttp's: at most ``cap`` connections are open.
+
+    At the cap the oldest *idle* connection (no request in flight) makes room, so that idle clients holding the
+    socket cannot lock out ``wangpctl status``; only when every connection is busy is the newcomer refused (503).
+    The warning about it is written once a minute at most, with a count, so a flood cannot fill the journal.
+    """
+
+    def __init__(self, server: web.Server, cap: int) -> None:
+        self.server = server
+        self.cap = cap
+        # Handlers made during this loop turn: asyncio accepts a burst of connections before any of them reaches
+        # connection_made() (and so aiohttp's registry); without these a burst would overshoot by the backlog.
+        self._burst: list[Any] = []
+        self._evicted = 0
+        self._refused = 0
+        self._last_warning = -float("inf")
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        # Oldest first (insertion order of aiohttp's registry). One already hung up on stays listed until its
+        # close completes on a later loop turn; it no longer counts, or it would "make room" over and over.
+        live = [h for h in self.server.connections if h.transport is not None]
+        pending = len(self._burst)
+        if len(live) + pending >= self.cap:
+            # aiohttp has no public "is this connection idle" flag; a handler without it counts as busy, so a
+            # changed aiohttp can only make wangpd refuse newcomers, never cut a request short.
+            idle = next((h for h in live if getattr(h, "_request_in_progress", True) is False), None)
+            if idle is None:
+                self._refused += 1
+                self._warn()
+                return _Refuse()
+            idle.force_close()
+            self._evicted += 1
+            self._warn()
+        handler = self.server()
+        if not self._burst:  # runs after this turn's connection_made() calls, which were scheduled first
+            asyncio.get_running_loop().call_soon(self._burst.clear)
+        self._burst.append(handler)
+        return handler
+
+    def _warn(self) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < 60.0:
+            return
+        self._last_warning = now
+        log.warning(
+            "control socket at its cap of %d connections: closed %d idle ones, refused %d (counts since start)",
+            self.cap,
+            self._evicted,
+            self._refused,
+        )
+
+
+class _CappedSite(web.SockSite):
+    """``SockSite`` whose protocol factory is a :class:`ConnectionCap`."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, cap: int) -> None:
+        super().__init__(runner, sock)
+        self.cap = cap
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner, so runner.cleanup() closes it
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(ConnectionCap(server, self.cap), sock=self._sock, backlog=self._backlog)
+
+
 class RpcServer:
     """aiohttp application + runner bound to one Unix socket."""
 
@@ -359,9 +452,11 @@ class RpcServer:
             sock, self.lock_fd = bind_socket(path, group_gid)
             self.path = path
             how = "bound"
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self.runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0, keepalive_timeout=IDLE_TIMEOUT
+        )
         await self.runner.setup()
-        await web.SockSite(self.runner, sock).start()
+        await _CappedSite(self.runner, sock, connection_cap()).start()
         return how
 
     async def stop(self) -> None:
