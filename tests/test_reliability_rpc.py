@@ -271,3 +271,25 @@ def test_connection_cap_refuses_only_when_every_connection_is_busy() -> None:
         assert all(isinstance(cap(), Handler) for _ in range(2))
 
     asyncio.run(scenario())
+
+
+def test_wangpd_lifts_its_soft_descriptor_limit() -> None:
+    """systemd starts services at a soft limit of 1024; ``wangpd run`` lifts it to the hard limit (at most 65,536),
+    and a hard limit it cannot pass is left as it is, without an error."""
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from wangpd.main import raise_fd_limit; raise_fd_limit(); "
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    for limits, expect in (((256, 4096), "4096 4096"), ((256, 256), "256 256")):
+
+        def lower(limits: tuple[int, int] = limits) -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+        done = subprocess.run(
+            [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, timeout=60, check=True
+        )
+        assert done.stdout.split() == expect.split(), (limits, done.stdout, done.stderr)

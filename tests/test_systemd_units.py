@@ -203,6 +203,7 @@ def test_system_service_settings() -> None:
     assert one(unit, "Service", "WatchdogSec")
     assert one(unit, "Service", "Restart") == "on-failure"
     assert str(protocol.EXIT_CONFIG) in one(unit, "Service", "RestartPreventExitStatus").split()
+    assert int(one(unit, "Service", "LimitNOFILE")) >= 4 * 256, "room for the control connection cap and transfers"
     assert one(unit, "Service", "TimeoutStopSec")
     assert one(unit, "Service", "ExecStart").split()[1:] == ["run"]
     assert one(unit, "Service", "ExecReload").split()[1:] == ["reload"]
@@ -251,6 +252,7 @@ def test_user_service_settings() -> None:
     assert one(unit, "Service", "Type") == "notify"
     assert one(unit, "Service", "NotifyAccess") == "main"
     assert str(protocol.EXIT_CONFIG) in one(unit, "Service", "RestartPreventExitStatus").split()
+    assert int(one(unit, "Service", "LimitNOFILE")) >= 4 * 256, "room for the control connection cap and transfers"
     assert one(unit, "Service", "ExecReload").split()[1:] == ["reload"]
     assert "User" not in unit["Service"], "a user unit runs as its user"
     assert one(unit, "Install", "WantedBy") == "default.target"
