@@ -389,6 +389,26 @@ def test_subdir_suffix_lora_dir_and_query(tmp_path):
     assert (vae.local, vae.repo, vae.path_in_repo) == ("ckpts/vae/vae.safetensors", None, "")
 
 
+def test_lora_with_subdir_stays_in_the_family_lora_folder(tmp_path):
+    """A `loras` entry written `URL|subdir` goes to loras/<family>/<subdir>/, not ckpts/<subdir>/ (issue 17)."""
+    wan = tiny_tree(
+        tmp_path,
+        {
+            "sub": {
+                "architecture": "t2v",
+                "URLs": "t2v",
+                "loras": [f"{W21}/loras/style.safetensors|styles/v2", f"{W21}/plain_lora.safetensors"],
+            }
+        },
+    )
+    loras = [f for f in load_catalog(wan).models["sub"].files if f.role == "lora"]
+    assert [(f.local, f.lookup) for f in loras] == [
+        ("loras/wan/styles/v2/style.safetensors", ("loras/wan/styles/v2/style.safetensors",)),
+        ("loras/wan/plain_lora.safetensors", ("loras/wan/plain_lora.safetensors",)),
+    ]
+    assert loras[0].path_in_repo == "loras/style.safetensors"
+
+
 def test_modules_string_hash_key_and_dict_forms(tmp_path):
     wan = tiny_tree(
         tmp_path,

@@ -230,7 +230,9 @@ class Resolver:
         if parsed.subdir == "%lora_dir":
             rel, lora = parsed.name, True
         elif parsed.subdir is not None:
-            rel, lora = f"{parsed.subdir}/{parsed.name}", False
+            # Relative to the folder the key puts files in: a `loras` entry stays in the family's LoRA folder
+            # (loras/<family>/<subdir>/<name>, issue 17), everything else goes under the checkpoints roots.
+            rel = f"{parsed.subdir}/{parsed.name}"
         elif folder:
             rel = f"{folder}/{parsed.name}"
         else:
