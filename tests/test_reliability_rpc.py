@@ -263,7 +263,24 @@ def test_connection_cap_refuses_only_when_every_connection_is_busy() -> None:
         await asyncio.sleep(0)
         server.connect(fourth)
         made[2]._request_in_progress = fourth._request_in_progress = True
-        assert type(cap()).__name__ == "_Refuse", "all busy: the newcomer is refused, nothing in flight is cut"
+        refused = cap()
+        assert type(refused).__name__ == "_Refuse", "all busy: the newcomer is refused, nothing in flight is cut"
+
+        class Transport:
+            data = b""
+            closed = False
+
+            def write(self, data: bytes) -> None:
+                self.data += data
+
+            def close(self) -> None:
+                self.closed = True
+
+        transport = Transport()
+        refused.connection_made(transport)  # type: ignore[arg-type]
+        head, _, body = transport.data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and transport.closed
+        assert "all busy" in json.loads(body)["error"]["message"], "wangpctl can say why"
         assert all(h.transport is not None for h in (made[0], made[2], fourth))
         # Connections that came and went between two accepts leave no trace in the count.
         server.connections = [made[0]]

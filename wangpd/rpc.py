@@ -46,7 +46,6 @@ IDLE_TIMEOUT = 30.0
 # Open control connections at most: far more than a user's shells and tabs, far fewer than the descriptors the
 # transfers, the database and the watcher need (a quarter of the soft limit at most).
 MAX_CONNECTIONS = 256
-_REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -348,10 +347,17 @@ def connection_cap() -> int:
 
 
 class _Refuse(asyncio.Protocol):
-    """Stands in for a connection past the cap when every open one is busy: says 503 and hangs up."""
+    """Stands in for a connection past the cap when every open one is busy: a 503 carrying a JSON-RPC error (so
+    wangpctl can say why), then hang up."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        typing.cast(asyncio.WriteTransport, transport).write(_REFUSED)
+        message = f"wangpd has {self.cap} control connections open, all busy; try again in a moment"
+        body = json.dumps(_error(protocol.INTERNAL_ERROR, message)).encode()
+        head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+        typing.cast(asyncio.WriteTransport, transport).write(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)
         transport.close()
 
 
@@ -385,7 +391,7 @@ class ConnectionCap:
             if idle is None:
                 self._refused += 1
                 self._warn()
-                return _Refuse()
+                return _Refuse(self.cap)
             idle.force_close()
             self._evicted += 1
             self._warn()
