@@ -325,3 +325,31 @@ def test_inotify_exhaustion_falls_back_to_polling(start: Callable[..., DaemonPro
     wait_for(lambda: daemon.ctl_json("status")["watcher"]["mode"] == "polling", what="polling")
     shutil.copy(FIXTURE_DEFAULTS / "t2v_1.3B.json", tree / "defaults" / "t2v_1.3B.json")
     wait_for(lambda: "new model definition t2v_1.3B" in daemon.log(), timeout=15, what="change seen by polling")
+
+
+def test_a_model_plugin_enabled_later_is_seen(start: Callable[..., DaemonProcess], tree: Path, fake_hub: Any) -> None:
+    """Issue 17: installing a model plugin and enabling it in wgp_config.json (what Wan2GP's plugin manager does)
+    brings its models into the catalog without a restart; `models show` names the plugin."""
+    fake_hub.add_file("Me/Plugin", "plug_t2v_int8.safetensors", size=3000)
+    daemon = start()
+    wait_for(lambda: wanted_by(daemon, "t2v"), what="startup batch")
+    folder = tree / "plugins" / "wan2gp-plug"
+    (folder / "defaults").mkdir(parents=True)
+    (folder / "plugin_info.json").write_text(json.dumps({"name": "Plug", "defaults": "defaults"}))
+    url = "https://huggingface.co/Me/Plugin/resolve/main/plug_t2v_int8.safetensors"
+    (folder / "defaults" / "plug_t2v.json").write_text(
+        json.dumps({"model": {"name": "Plug t2v", "architecture": "t2v", "URLs": [url]}})
+    )
+    config = tree / "wgp_config.json"
+    settings = json.loads(config.read_text()) if config.exists() else {}
+    config.write_text(json.dumps({**settings, "enabled_plugins": ["wan2gp-plug"]}))
+
+    def shown() -> dict[str, Any] | None:
+        done = daemon.ctl("models", "show", "plug_t2v", "--json", check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    data = wait_for(shown, timeout=10, what="the plugin's model listed")
+    assert data["model"]["plugin"] == "wan2gp-plug"
+    assert [f["local"] for f in data["files"] if f["role"] == "main"] == ["ckpts/plug_t2v_int8.safetensors"]
+    text = daemon.ctl("models", "show", "plug_t2v").stdout
+    assert "from Wan2GP plugin: wan2gp-plug" in text

@@ -864,3 +864,68 @@ def test_wangpd_plan_text_shows_no_control_characters_from_a_definition(tmp_path
     text = render_plan_text(plan(catalog, exists=scan_present(wan, catalog), model_types=["evil"]))
     assert "\x1b" not in text and "\x07" not in text
     assert not any(line.startswith("FAKE LINE") for line in text.splitlines())
+
+
+def plugin(wan: Path, plugin_id: str, models: dict[str, dict], info: dict | None = None) -> Path:
+    """A Wan2GP model plugin folder: plugin_info.json naming ``defaults``, with ``models`` in it."""
+    folder = wan / "plugins" / plugin_id
+    (folder / "defaults").mkdir(parents=True)
+    info = {"name": plugin_id, "defaults": "defaults"} if info is None else info
+    (folder / "plugin_info.json").write_text(json.dumps(info), encoding="utf-8")
+    for model_type, model in models.items():
+        (folder / "defaults" / f"{model_type}.json").write_text(json.dumps({"model": model}), encoding="utf-8")
+    return folder
+
+
+def test_enabled_model_plugins_bring_their_definitions(tmp_path):
+    """Issue 17: an enabled plugin whose plugin_info.json names a `defaults` folder adds model types, read like
+    defaults/ (same keys, same paths); a disabled one adds nothing; a finetune still has the last word."""
+    wan = tiny_tree(
+        tmp_path,
+        {"mine": {"architecture": "t2v", "URLs": [f"{W21}/mine_quanto_int8.safetensors"]}},
+        config={"enabled_plugins": ["wan2gp-extra", "ui-only", "not-installed"]},
+    )
+    plugin(
+        wan,
+        "wan2gp-extra",
+        {
+            "extra": {
+                "name": "Extra 14B",
+                "architecture": "t2v",
+                "URLs": [f"{W21}/extra_quanto_int8.safetensors"],
+                "loras": [f"{W21}/extra_lora.safetensors"],
+            },
+            "tuned": {"architecture": "t2v", "URLs": [f"{W21}/tuned_a.safetensors"]},
+        },
+    )
+    plugin(wan, "ui-only", {}, info={"name": "a tab"})
+    plugin(wan, "disabled", {"hidden_one": {"architecture": "t2v", "URLs": "t2v"}})
+    write_model(wan, "tuned", {"URLs": [f"{W21}/tuned_b.safetensors"]}, folder="finetunes")
+    catalog = load_catalog(wan)
+    assert catalog.errors == ()
+    extra = catalog.models["extra"]
+    assert (extra.name, extra.plugin, extra.error) == ("Extra 14B", "wan2gp-extra", None)
+    assert by_role(extra, "main") == ["ckpts/extra_quanto_int8.safetensors"]
+    assert by_role(extra, "lora") == ["loras/wan/extra_lora.safetensors"]
+    assert extra.definition_files == (wan / "plugins" / "wan2gp-extra" / "defaults" / "extra.json",)
+    tuned = catalog.models["tuned"]
+    assert tuned.plugin == "wan2gp-extra" and by_role(tuned, "main") == ["ckpts/tuned_b.safetensors"]
+    assert "hidden_one" not in catalog.models, "a plugin not in enabled_plugins is not loaded by Wan2GP"
+    assert catalog.models["mine"].plugin is None and catalog.models["t2v"].plugin is None
+
+
+def test_a_bad_plugin_info_skips_that_plugin_only(tmp_path):
+    wan = tiny_tree(tmp_path, {}, config={"enabled_plugins": ["broken", "escapes", "good", "../up"]})
+    (wan / "plugins" / "broken").mkdir(parents=True)
+    (wan / "plugins" / "broken" / "plugin_info.json").write_text("{not json", encoding="utf-8")
+    plugin(wan, "escapes", {}, info={"defaults": "../../defaults"})
+    plugin(wan, "good", {"g": {"architecture": "t2v", "URLs": "t2v"}})
+    catalog = load_catalog(wan)
+    assert catalog.models["g"].plugin == "good" and catalog.models["g"].error is None
+    errors = "\n".join(catalog.errors)
+    assert f"{wan / 'plugins' / 'broken' / 'plugin_info.json'}: cannot read" in errors
+    assert "escapes" in errors and "defaults: expected a folder inside the plugin" in errors
+    assert "'../up' is not a plugin folder name" in errors
+    assert len(catalog.errors) == 3
+    bad = tiny_tree(tmp_path / "b", {}, config={"enabled_plugins": "good"})
+    assert any("enabled_plugins: expected a list" in e for e in load_catalog(bad).errors)

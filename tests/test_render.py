@@ -204,6 +204,7 @@ def model(type: str, present: int, total: int, **fields: Any) -> dict[str, Any]:
         "kept_since": None,
         "new_since": None,
         "visible": True,
+        "plugin": None,
         "error": None,
         "warnings": [],
     }
@@ -287,6 +288,7 @@ def show_result(**model_fields: Any) -> dict[str, Any]:
             },
             "hints": None,
             "visible": True,
+            "plugin": None,
             **model_fields,
         },
     }

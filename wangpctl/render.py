@@ -260,6 +260,8 @@ def models_show(r: dict[str, Any], model_type: str) -> str:
         lines.append(f"hint: {model['hints']} (a weak trace: never a reason to download)")
     if model.get("visible") is False:
         lines.append("hidden in Wan2GP's model list (visible: false)")
+    if model.get("plugin"):
+        lines.append(f"from Wan2GP plugin: {model['plugin']}")
     rows = [
         [
             f["status"],

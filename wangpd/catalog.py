@@ -1,8 +1,8 @@
 """Wan2GP catalog: read a Wan2GP folder (``wgp_config.json``, every definition) and resolve every model type.
 
-Reading is Wan2GP's order: ``defaults/*.json`` then ``finetunes/*.json`` in sorted path order, a finetune merged
-key by key into the type of the same stem, each file's keys type-checked. What files a merged definition needs is
-:mod:`wangpd.resolver`'s (pure) job.
+Reading is Wan2GP's order: ``defaults/*.json``, then the enabled model plugins' folders, then ``finetunes/*.json``,
+sorted by name within each folder, a later file merged key by key into the type of the same stem, each file's keys
+type-checked. What files a merged definition needs is :mod:`wangpd.resolver`'s (pure) job.
 
 A broken definition fails its own model only: :attr:`ModelDef.error` says ``"<file>: <key>: <reason>"`` and every
 other model still resolves. A model that references a failed one fails too, naming it.
@@ -27,6 +27,7 @@ from wangpd.handler_table import (
     HandlerTable,
     load_handler_table,
 )
+from wangpd.layout import Layout
 from wangpd.models import DEFAULT_SETTINGS, ModelDef, WanSettings, WantedFile
 from wangpd.paths import read_regular
 from wangpd.resolver import OPTIONAL_URL_KEYS, MergedDef, Resolver, json_kind, norm
@@ -102,6 +103,12 @@ def read_wan_settings(config_dir: Path) -> tuple[WanSettings, list[str]]:
             values["checkpoints_paths"] = tuple(norm(r.strip().replace("\\", "/")) for r in roots)
         else:
             problems.append(f"{path}: checkpoints_paths: expected a list of folder names; using ckpts, .")
+    if "enabled_plugins" in data:
+        plugins = data["enabled_plugins"]
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            values["enabled_plugins"] = tuple(dict.fromkeys(p.strip() for p in plugins if p.strip()))
+        else:
+            problems.append(f"{path}: enabled_plugins: expected a list of plugin ids; reading no plugin's models")
     if values.get("loras_root", "x").strip() == "":
         del values["loras_root"]
     return WanSettings(**values, raw=MappingProxyType(dict(data))), problems
@@ -238,22 +245,28 @@ class CatalogLoader:
         self.all_variants = all_variants
         self._sources: dict[Path, _Source] = {}
 
-    def _definition_paths(self, errors: list[str]) -> list[Path]:
-        paths: list[Path] = []
-        for folder in ("defaults", "finetunes"):
-            directory = self.wan2gp_dir / folder
+    def _definition_paths(self, settings: WanSettings, errors: list[str]) -> list[tuple[Path, str | None]]:
+        """Every definition file with the plugin that brings it, in Wan2GP's order: folder by folder
+        (:meth:`Layout.definition_sources`), sorted by name within each."""
+        folders, problems = Layout(self.wan2gp_dir, settings).definition_sources()
+        errors.extend(problems)
+        paths: list[tuple[Path, str | None]] = []
+        for folder in folders:
+            directory = folder.path
             try:
                 with os.scandir(directory) as entries:
-                    paths.extend(
-                        directory / e.name for e in entries if e.name.endswith(".json") and not e.name.startswith(".")
-                    )
+                    names = sorted(e.name for e in entries if e.name.endswith(".json") and not e.name.startswith("."))
             except FileNotFoundError:
-                if folder == "defaults":
+                if directory == self.wan2gp_dir / "defaults":
                     errors.append(f"{directory}: folder not found (is {self.wan2gp_dir} Wan2GP's folder?)")
+                elif folder.plugin is not None:
+                    errors.append(f"{directory}: the definitions folder of plugin {folder.plugin!r} is missing")
+                continue
             except OSError as exc:
                 errors.append(f"{directory}: cannot list: {exc.strerror or exc}")
-        # Wan2GP processes "defaults/..." then "finetunes/..." in sorted path order.
-        return sorted(paths, key=lambda p: (p.parent.name, p.name))
+                continue
+            paths.extend((directory / name, folder.plugin) for name in names)
+        return paths
 
     def _source(self, path: Path, force: bool) -> _Source:
         cached = self._sources.get(path)
@@ -274,18 +287,18 @@ class CatalogLoader:
         settings, problems = read_wan_settings(self.config_dir)
         errors = list(problems)
         forced = {Path(p) for p in changed}
-        paths = self._definition_paths(errors)
-        live = set(paths)
+        paths = self._definition_paths(settings, errors)
+        live = {path for path, _plugin in paths}
         for stale in [p for p in self._sources if p not in live]:
             del self._sources[stale]
 
         defs: dict[str, MergedDef] = {}
-        for path in paths:
+        for path, plugin in paths:
             source = self._source(path, path in forced)
             model_type = path.stem
             existing = defs.get(model_type)
             if existing is None:
-                d = MergedDef(model_type, [path], {}, {})
+                d = MergedDef(model_type, [path], {}, {}, plugin=plugin)
                 arch = table.architectures.get(source.model.get("architecture")) if source.model else None
                 if arch is not None and arch.preload:
                     # The handler's query_model_def defaults, under the JSON (which replaces them).

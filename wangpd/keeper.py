@@ -480,6 +480,7 @@ class Keeper:
                     "kept_since": entry.since if entry is not None and entry.kept else None,
                     "new_since": first_seen.get(model_type),
                     "visible": model.visible,
+                    "plugin": model.plugin,
                     "error": model_plan.error,
                     "warnings": list(model_plan.warnings),
                 }
@@ -503,6 +504,7 @@ class Keeper:
             "kept": _entry_json(self.store.keep_set().get(model_type)),
             "hints": self.hints.get(model_type),  # weak traces (last model shown, a settings file): never a reason
             "visible": model.visible,
+            "plugin": model.plugin,
             "alternatives": [w.local for w in model.alternatives],
         }
         return data

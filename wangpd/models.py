@@ -217,6 +217,8 @@ class WanSettings:
     text_encoder_quantization: str = "int8"
     checkpoints_paths: tuple[str, ...] = ("ckpts", ".")
     loras_root: str = "loras"
+    #: plugin ids Wan2GP loads (``enabled_plugins``); a model plugin among them brings its own definitions
+    enabled_plugins: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
@@ -281,6 +283,8 @@ class ModelDef:
     groups: tuple[FileGroup, ...] = ()
     #: ``"visible": false`` hides it from Wan2GP's model list (it cannot be picked in the UI)
     visible: bool = True
+    #: the enabled Wan2GP plugin whose definition folder defines it (None: defaults/ or finetunes/)
+    plugin: str | None = None
 
 
 # ---- the keep-set ----------------------------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class MergedDef:
     model: dict[str, Any]
     key_source: dict[str, Path]
     error: str | None = None
+    plugin: str | None = None  # the model plugin whose folder holds its first definition
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,6 +303,7 @@ class Resolver:
             definition_files=tuple(d.paths),
             lora_dir=lora_dir,
             visible=bool(d.model.get("visible", True)),
+            plugin=d.plugin,
         )
         if d.error is not None:
             return replace(base, error=d.error)
