@@ -232,6 +232,15 @@ def test_models_rows_show_present_of_total_missing_bytes_and_tracking() -> None:
     assert lines[-1] == "3 model(s)"
 
 
+def test_models_rows_name_the_plugin_a_model_comes_from() -> None:
+    result = checked(
+        {"models": [model("plug_t2v", 0, 1, plugin="wan2gp-plug"), model("t2v", 1, 1)], "count": 2}, "models"
+    )
+    lines = render.models(result, missing=False, filtered=False, colour=False).splitlines()
+    assert cells(lines[1])[2] == "wan (plugin wan2gp-plug)"
+    assert cells(lines[2])[2] == "wan"
+
+
 def test_models_error_row_truncates_and_colours_only_when_asked() -> None:
     broken = model("ltxv", 0, 0, name="LTX Video " + "n" * 60, error="definition unreadable: " + "e" * 100)
     result = checked({"models": [broken], "count": 1}, "models")

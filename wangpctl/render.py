@@ -227,7 +227,7 @@ def models(r: dict[str, Any], *, missing: bool, filtered: bool, colour: bool, ne
             [
                 m["type"],
                 m["name"][:40],
-                m["family"],
+                m["family"] + (f" (plugin {m['plugin']})" if m.get("plugin") else ""),
                 state,
                 "-" if m["complete"] else missing_bytes,
                 m["tracked"] or "",
