@@ -170,6 +170,10 @@ BAD_CONFIGS = [
     ("{wan}\ndownload:\n  schedule:\n    - {{days: funday, limit: 1MB/s}}\n", ["download.schedule", "funday"]),
     ("{wan}\ndownload:\n  schedule:\n    - {{from: '25:00', limit: 1MB/s}}\n", ["download.schedule", "bad time"]),
     ("{wan}\ndownload:\n  schedule:\n    - {{days: mon}}\n", ["download.schedule", "'limit' is required"]),
+    (
+        "{wan}\ndownload:\n  schedule:\n    - {{from: '08:00', to: '08:00', limit: 1MB/s}}\n",
+        ["download.schedule", "entry 0", "both 08:00", "empty"],
+    ),
     ("{wan}\nwan2gp:\n  variants: some\n", ["wan2gp.variants", "wan2gp, all"]),
     ("{wan}\nwan2gp:\n  handler_files: [missing.yaml]\n", ["wan2gp.handler_files", "does not exist"]),
     ("{wan}\n  bad indent: [\n", ["invalid YAML"]),

@@ -419,14 +419,19 @@ def _schedule(value: Any) -> tuple[ScheduleWindow, ...]:
         if "limit" not in item:
             raise ValueError(f"entry {index}: 'limit' is required")
         try:
-            windows.append(
-                ScheduleWindow(
-                    days=_days(item.get("days", "all")),
-                    start_minute=_minutes(item.get("from", "00:00")),
-                    end_minute=_minutes(item.get("to", "24:00")),
-                    limit=parse_rate(item["limit"]),
-                )
+            window = ScheduleWindow(
+                days=_days(item.get("days", "all")),
+                start_minute=_minutes(item.get("from", "00:00")),
+                end_minute=_minutes(item.get("to", "24:00")),
+                limit=parse_rate(item["limit"]),
             )
+            # Equal ends make an empty window (the end is exclusive): never in force, which no one means to write.
+            if window.start_minute == window.end_minute:
+                raise ValueError(
+                    f"'from' and 'to' are both {item.get('from', item.get('to'))}: the window is empty "
+                    "(for all day write from: '00:00', to: '24:00')"
+                )
+            windows.append(window)
         except ValueError as exc:
             raise ValueError(f"entry {index}: {exc}") from None
     return tuple(windows)
