@@ -186,3 +186,35 @@ def test_a_read_only_ckpts_folder_is_named_as_the_problem(daemon_factory: Any, f
         if os.getuid() == 0:
             subprocess.run(["chattr", "-i", str(ckpts)], check=False)
         ckpts.chmod(0o755)
+
+
+def test_temporaries_a_killed_wangpd_left_are_swept(tmp_path: Path) -> None:
+    """A kill between writing a refs/ (or snapshot-link) temporary and renaming it leaves a hidden file that
+    huggingface_hub's cache scan would list as a ref. The sweep at start removes those, and only those: not a
+    live writer's, not a name wangpd does not make."""
+    import subprocess
+    import sys
+
+    from wangpd.paths import unique_temp_name
+
+    repo = tmp_path / "models--Org--Repo"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "snapshots" / ("a" * 40) / "sub").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited: nobody writes under its name any more
+    stale_ref = repo / "refs" / f".main.{dead_pid}-0123456789ab.wangpd-tmp"
+    stale_link = repo / "snapshots" / ("a" * 40) / "sub" / f".x.bin.{dead_pid}-ba9876543210.wangpd-tmp"
+    stale_ref.write_text("a" * 40)
+    stale_link.symlink_to("../../../blobs/nothing")
+    live = unique_temp_name(repo / "refs" / "main")  # this process: a writer at work
+    live.write_text("b" * 40)
+    theirs = repo / "refs" / ".main.tmp"  # not a name wangpd makes
+    theirs.write_text("c")
+    ref = repo / "refs" / "main"
+    ref.write_text("a" * 40)
+
+    removed = HFCache(tmp_path).sweep_own_temps()
+    assert sorted(removed) == sorted([stale_ref, stale_link])
+    assert not stale_ref.exists() and not os.path.lexists(stale_link)
+    assert live.exists() and theirs.exists() and ref.read_text() == "a" * 40
+    assert HFCache(tmp_path / "missing").sweep_own_temps() == []

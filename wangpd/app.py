@@ -142,6 +142,18 @@ class Daemon:
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         self.events.publish("started", version=__version__)
+        self._spawn(self._sweep_cache_temps(), "sweep")
+
+    async def _sweep_cache_temps(self) -> None:
+        """After a kill, a refs/ or snapshot temporary may be left in the HF cache; huggingface_hub's scan would
+        list it as a ref. Off the loop: the snapshot trees of a large cache take a while to walk."""
+        try:
+            removed = await asyncio.to_thread(self.sources.cache.sweep_own_temps)
+        except OSError as exc:
+            log.warning("could not look for stale temporary files in the HF cache: %s", exc)
+            return
+        for path in removed:
+            log.info("removed %s, a temporary file a stopped wangpd left in the HF cache", path)
 
     def stop(self) -> None:
         self._stop.set()

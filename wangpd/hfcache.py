@@ -18,11 +18,12 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from wangpd.models import COMMIT_RE, SHA256_RE, FileMeta
-from wangpd.paths import PART_SUFFIX, fsync_dir, safe_repo_path, unique_temp_name
+from wangpd.paths import PART_SUFFIX, fsync_dir, safe_repo_path, unique_temp_name, unique_temp_writer
 
 __all__ = ["CachePaths", "HFCache", "repo_folder_name"]
 
@@ -50,11 +51,51 @@ def _check_path_in_repo(path: str) -> None:
         raise ValueError(f"bad path in repository: {path!r}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
 class HFCache:
     """One HuggingFace hub cache directory (``HF_HUB_CACHE`` / ``hub.cache_dir``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser()
+
+    def sweep_own_temps(self, max_age: float = 3600.0) -> list[Path]:
+        """Remove the ``refs/`` and snapshot-link temporaries a killed wangpd left behind, so that huggingface_hub's
+        cache scan never lists one as a ref. Only names :func:`unique_temp_name` makes are touched, and one whose
+        writer may still be at work (its process is alive and the file is younger than ``max_age``) is left.
+        Returns what was removed."""
+        removed: list[Path] = []
+        now = time.time()
+        try:
+            repos = [e.path for e in os.scandir(self.root) if e.name.startswith("models--") and e.is_dir()]
+        except OSError:
+            return removed
+        for repo in repos:
+            for sub in ("refs", "snapshots"):
+                for folder, _dirs, names in os.walk(os.path.join(repo, sub)):
+                    for name in names:
+                        pid = unique_temp_writer(name)
+                        if pid is None:
+                            continue
+                        path = Path(folder) / name
+                        try:
+                            age = now - path.lstat().st_mtime
+                        except OSError:
+                            continue
+                        if pid == os.getpid() or (_alive(pid) and age < max_age):
+                            continue
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            removed.append(path)
+        return removed
 
     def repo_dir(self, repo: str) -> Path:
         return self.root / repo_folder_name(repo)

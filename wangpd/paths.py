@@ -30,6 +30,7 @@ __all__ = [
     "safe_repo_path",
     "temp_name",
     "unique_temp_name",
+    "unique_temp_writer",
 ]
 
 # A download in progress: the HF cache's own suffix (``hf cache ls`` lists these as partial), also used for
@@ -67,6 +68,15 @@ def unique_temp_name(path: Path) -> Path:
     """A temporary sibling no other writer uses: for files two jobs may write at once (the repo's ``refs/main``
     when two of its files finish together, a shared snapshot link)."""
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+
+
+_UNIQUE_TEMP = re.compile(r"^\..+\.(\d+)-[0-9a-f]{12}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def unique_temp_writer(path: str | Path) -> int | None:
+    """The pid that made ``path`` with :func:`unique_temp_name`, or None when the name is not one of those."""
+    match = _UNIQUE_TEMP.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def is_own_temp(path: str | Path) -> bool:
