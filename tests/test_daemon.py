@@ -66,11 +66,13 @@ def test_socket_and_directory_modes(daemon: DaemonProcess) -> None:
 
 def test_second_daemon_refuses_and_first_keeps_serving(daemon: DaemonProcess, tmp_path: Path) -> None:
     second = DaemonProcess(daemon.config, daemon.socket, tmp_path)
-    second.start(wait_ready=False)
-    assert second.proc.wait(20) == 1
-    assert "another wangpd" in second.log()
-    assert daemon.ctl_json("status")["state"] == "running"
-    second.notify.close()
+    try:
+        second.start(wait_ready=False)
+        assert second.proc.wait(20) == 1
+        assert "another wangpd" in second.log()
+        assert daemon.ctl_json("status")["state"] == "running"
+    finally:
+        second.close()  # should it have started after all, it must not outlive the test
 
 
 def test_stale_socket_is_replaced(daemon_factory) -> None:

@@ -80,6 +80,7 @@ def test_a_database_reached_through_a_symlink_meets_the_other_daemons_lock(
     (other / "state").mkdir()
     os.symlink(tmp_path / "state" / "hfcache.db", other / "state" / "shared.db")
     sock_dir = Path(tempfile.mkdtemp(prefix="wp", dir="/tmp"))
+    second: DaemonProcess | None = None
     try:
         config = write_config(
             other,
@@ -91,9 +92,10 @@ def test_a_database_reached_through_a_symlink_meets_the_other_daemons_lock(
         second.start(wait_ready=False)
         assert second.proc is not None and second.proc.wait(20) == 1
         assert "another wangpd is using the queue database" in second.log()
-        second.notify.close()
         assert daemon.ctl_json("status")["state"] == "running"
     finally:
+        if second is not None:
+            second.close()  # a second daemon that did start (the lock failed to hold) must not outlive the test
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
