@@ -60,6 +60,8 @@ def test_every_output_matches_its_schema(daemon_factory, fake_hub, wan2gp: Path,
     check("doctor", "doctor", code=0)
     check("error", "retry", "999", code=1)
     check("error", "approve", code=1)
+    check("du", "du")
+    check("du", "du", "t2v", "--by", "family")
     check("drop", "drop", "t2v")
     check("clear", "clear", "all")
     check("service_install", "service", "install", "--user", "--dry-run")

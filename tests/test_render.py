@@ -578,3 +578,18 @@ def test_status_says_stalled_when_the_queue_database_cannot_be_written(monkeypat
     data["store_error"] = "state disk full (database or disk is full)"
     lines = render.status(checked(data, "status")).splitlines()
     assert lines[1].startswith("STALLED     state disk full") and "nothing new starts" in lines[1]
+
+
+def test_du_rows_total_and_filesystems() -> None:
+    row = {"name": "t2v", "files": 3, "bytes": 3 << 30, "unique_bytes": 1 << 30, "shared_bytes": 2 << 30}
+    row["by_location"] = {"hf-cache": 2 << 30, "invokeai": 0, "elsewhere": 0, "wan2gp": 1 << 30}
+    result = checked(
+        {"by": "model", "rows": [row], "total_bytes": 3 << 30, "filesystems": [{"mount_point": "/", "bytes": 3 << 30}]},
+        "du",
+    )
+    lines = render.du(result).splitlines()
+    assert cells(lines[0]) == ["TYPE", "FILES", "SIZE", "UNIQUE", "SHARED", "WHERE"]
+    assert cells(lines[1]) == ["t2v", "3", "3.0 GiB", "1.0 GiB", "2.0 GiB", "hf-cache 2.0 GiB, wan2gp 1.0 GiB"]
+    assert lines[2:] == ["total 3.0 GiB (each file once)", "  /: 3.0 GiB"]
+    empty = checked({"by": "family", "rows": [], "total_bytes": 0, "filesystems": []}, "du")
+    assert render.du(empty) == "no model files on disk"

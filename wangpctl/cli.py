@@ -429,6 +429,16 @@ def drop(ctx: Ctx, types: tuple[str, ...]) -> None:
     ctx.out(ctx.call("models.drop", types=list(types)), render.drop)
 
 
+@command(cli)
+@click.argument("types", nargs=-1, metavar="[TYPE|GLOB...]")
+@click.option("--by", type=click.Choice(["model", "family"]), default="model", show_default=True)
+def du(ctx: Ctx, types: tuple[str, ...], by: str) -> None:
+    """Disk used by the models' present files: unique to each or shared with others, where the bytes live (HF
+    cache, InvokeAI, elsewhere behind a link, a real file at the Wan2GP path), and per filesystem. A file linked
+    from several paths counts once."""
+    ctx.out(ctx.call("du", types=list(types) or None, by=by), render.du)
+
+
 # ---- follow, doctor ------------------------------------------------------------------------------------------------
 
 

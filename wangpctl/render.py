@@ -319,6 +319,28 @@ def reject(r: dict[str, Any]) -> str:
     )
 
 
+def du(r: dict[str, Any]) -> str:
+    """``du``: one row per model (or family), then the total per filesystem."""
+    if not r["rows"]:
+        return "no model files on disk"
+    rows = [
+        [
+            row["name"],
+            str(row["files"]),
+            fmt.bytes_(row["bytes"]),
+            fmt.bytes_(row["unique_bytes"]),
+            fmt.bytes_(row["shared_bytes"]),
+            ", ".join(f"{where} {fmt.bytes_(n)}" for where, n in row["by_location"].items() if n),
+        ]
+        for row in r["rows"]
+    ]
+    head = "FAMILY" if r["by"] == "family" else "TYPE"
+    lines = [fmt.table([head, "FILES", "SIZE", "UNIQUE", "SHARED", "WHERE"], rows, right=(1, 2, 3, 4))]
+    lines.append(f"total {fmt.bytes_(r['total_bytes'])} (each file once)")
+    lines += [f"  {fs['mount_point']}: {fmt.bytes_(fs['bytes'])}" for fs in r["filesystems"]]
+    return "\n".join(lines)
+
+
 def drop(r: dict[str, Any]) -> str:
     """``models.drop``: what stopped, and the files no kept model needs (left on disk)."""
     lines = [f"dropped {', '.join(r['dropped'])}: {len(r['stopped'])} job(s) stopped"]

@@ -274,6 +274,13 @@ class Control:
             raise InvalidParams("types must be a non-empty list of model type names")
         return await self.daemon.keeper.drop_models(types)
 
+    async def du(self, types: list | None = None, by: str = "model") -> dict[str, Any]:
+        """Bytes on disk of the present model files, per model (or family, by="family"): unique to it or shared,
+        where they live, and per filesystem; a file linked from several paths counts once. Globs allowed."""
+        if types is not None and not all(isinstance(t, str) and t for t in types):
+            raise InvalidParams("types must be a list of model type names")
+        return await self.daemon.keeper.disk_use(types or [], by)
+
     async def plan(self, models: list | None = None, all_variants: bool = False) -> dict[str, Any]:
         """The full plan: every wanted file with its status (present / linkable / missing)."""
         return await self.daemon.keeper.plan_json(models, all_variants)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wangpd import policy, usage
+from wangpd import diskuse, policy, usage
 from wangpd.catalog import Catalog, CatalogLoader
 from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
@@ -508,6 +508,26 @@ class Keeper:
             "alternatives": [w.local for w in model.alternatives],
         }
         return data
+
+    async def disk_use(self, patterns: Sequence[str], by: str) -> dict[str, Any]:
+        """``du``: bytes on disk of the present files, per model or family (see :mod:`wangpd.diskuse`)."""
+        if by not in ("model", "family"):
+            raise InvalidParams(f"by must be 'model' or 'family', not {by!r}")
+        catalog, current = await self.current()
+        selected = self._select(catalog, patterns) if patterns else None
+        invokeai = self.sources.invokeai.models_dir if self.sources is not None else None
+        hf_cache = self.config.hub.cache_dir
+        families = {t: m.family for t, m in catalog.models.items()}
+        return await asyncio.to_thread(
+            diskuse.measure,
+            current,
+            catalog.wan2gp_dir,
+            hf_cache=hf_cache,
+            invokeai=invokeai,
+            families=families,
+            selected=selected,
+            by=by,
+        )
 
     async def plan_json(self, models: Sequence[str] | None, all_variants: bool) -> dict[str, Any]:
         catalog, _ = await self.current(all_variants)

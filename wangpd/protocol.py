@@ -78,6 +78,7 @@ METHODS: dict[str, bool] = {
     "models.add": True,
     "models.drop": True,
     "plan": False,
+    "du": False,
     "approve": True,
     "reject": True,
     "doctor": False,
