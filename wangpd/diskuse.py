@@ -32,14 +32,12 @@ class _File:
     location: str
 
 
-def _inside(path: str, root: Path | None) -> bool:
-    if root is None:
-        return False
-    base = os.path.realpath(root)
-    return path == base or path.startswith(base.rstrip("/") + "/")
+def _inside(path: str, base: str | None) -> bool:
+    """``path`` is ``base`` or below it (both real paths)."""
+    return base is not None and (path == base or path.startswith(base.rstrip("/") + "/"))
 
 
-def _files_at(path: Path, hf_cache: Path, invokeai: Path | None) -> list[_File]:
+def _files_at(path: Path, hf_cache: str, invokeai: str | None) -> list[_File]:
     """Every regular file at ``path`` (a whole-folder entry is walked), with its inode and location."""
     if path.is_dir():
         found = [Path(folder) / name for folder, _dirs, names in os.walk(path) for name in names]
@@ -93,12 +91,14 @@ def measure(
     info: dict[tuple[int, int], _File] = {}
     example: dict[int, str] = {}  # device -> one path on it, to name its mount point
     per_model: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    cache_root = os.path.realpath(hf_cache)  # once, not per file: realpath is most of the cost
+    invokeai_root = os.path.realpath(invokeai) if invokeai is not None else None
     for planned in plan.files:
         if planned.status != "present" or planned.present_at is None:
             continue
         path = Path(planned.present_at)
         path = path if path.is_absolute() else wan2gp_dir / path
-        for one in _files_at(path, hf_cache, invokeai):
+        for one in _files_at(path, cache_root, invokeai_root):
             info.setdefault(one.key, one)
             example.setdefault(one.key[0], str(path))
             for model_type in planned.wanted_by:
