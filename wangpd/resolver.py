@@ -173,6 +173,18 @@ class Resolver:
     def fail(d: MergedDef, key: str, problem: str) -> DefinitionError:
         return DefinitionError(f"{d.key_source.get(key.split('[')[0], d.paths[-1])}: {key}: {problem}")
 
+    def referenced(self, d: MergedDef, key: str, target: str, chain: list[str]) -> MergedDef:
+        """The definition ``target`` names, reached from ``d`` by ``chain``; a cycle, an unknown or a failed
+        target fails ``d``'s ``key``."""
+        if target in chain or len(chain) > MAX_REFERENCE_DEPTH:
+            raise self.fail(d, key, f"circular reference: {' -> '.join([*chain, target])}")
+        ref = self.defs.get(target)
+        if ref is None:
+            raise self.fail(d, key, f"unknown model type {target!r}" + _via(chain))
+        if ref.error:
+            raise self.fail(d, key, f"references {target!r}, which failed")
+        return ref
+
     def follow(self, d: MergedDef, key: str) -> tuple[MergedDef, Any]:
         """Follow ``key`` through string references; returns the holder of the final value and that value."""
         chain = [d.model_type]
@@ -182,13 +194,7 @@ class Resolver:
             target = value.strip()
             if not target:
                 raise self.fail(d, key, "empty model type reference")
-            if target in chain or len(chain) > MAX_REFERENCE_DEPTH:
-                raise self.fail(d, key, f"circular reference: {' -> '.join([*chain, target])}")
-            ref = self.defs.get(target)
-            if ref is None:
-                raise self.fail(d, key, f"unknown model type {target!r}" + _via(chain))
-            if ref.error:
-                raise self.fail(d, key, f"references {target!r}, which failed")
+            ref = self.referenced(d, key, target, chain)
             chain.append(target)
             holder, value = ref, ref.model.get(key)
         return holder, list(value or [])
@@ -489,13 +495,7 @@ class Resolver:
             target, sub = entry[: entry.rfind("#")], entry[entry.rfind("#") + 1 :]
         else:
             target, sub = entry, ""
-        if target in chain or len(chain) > MAX_REFERENCE_DEPTH:
-            raise self.fail(d, where, f"circular reference: {' -> '.join([*chain, target])}")
-        ref = self.defs.get(target)
-        if ref is None:
-            raise self.fail(d, where, f"unknown model type {target!r}" + _via(chain))
-        if ref.error:
-            raise self.fail(d, where, f"references {target!r}, which failed")
+        ref = self.referenced(d, where, target, chain)
         holder, value = (
             self.follow(ref, "modules")
             if isinstance(ref.model.get("modules"), str)
