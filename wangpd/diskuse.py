@@ -64,14 +64,10 @@ def _files_at(path: Path, hf_cache: str, invokeai: str | None) -> list[_File]:
 
 
 def _mount_point(path: str) -> str:
-    """The mount point holding ``path`` (walk up while the device stays the same)."""
+    """The mount point holding ``path``."""
     current = os.path.realpath(path)
-    device = os.stat(current).st_dev
-    while current != "/":
-        parent = os.path.dirname(current)
-        if os.stat(parent).st_dev != device:
-            break
-        current = parent
+    while not os.path.ismount(current):
+        current = os.path.dirname(current)
     return current
 
 
@@ -116,7 +112,8 @@ def measure(
     rows = []
     for name in sorted(groups):
         keys = groups[name]
-        unique = [k for k in keys if {group_of(m) for m in owners[k]} == {name}]
+        total = sum(info[k].blocks for k in keys)
+        unique = sum(info[k].blocks for k in keys if {group_of(m) for m in owners[k]} == {name})
         by_location = dict.fromkeys(LOCATIONS, 0)
         for key in keys:
             by_location[info[key].location] += info[key].blocks
@@ -124,9 +121,9 @@ def measure(
             {
                 "name": name,
                 "files": len(keys),
-                "bytes": sum(info[k].blocks for k in keys),
-                "unique_bytes": sum(info[k].blocks for k in unique),
-                "shared_bytes": sum(info[k].blocks for k in keys) - sum(info[k].blocks for k in unique),
+                "bytes": total,
+                "unique_bytes": unique,
+                "shared_bytes": total - unique,
                 "by_location": by_location,
             }
         )

@@ -83,8 +83,8 @@ class Layout:
             if not isinstance(defaults, str) or not safe_relative(defaults):
                 problems.append(f"{info_path}: defaults: expected a folder inside the plugin, got {defaults!r}")
                 continue
-            real = Path(os.path.realpath(folder / defaults))
-            if real != Path(os.path.realpath(folder)) and Path(os.path.realpath(folder)) not in real.parents:
+            real, plugin_root = Path(os.path.realpath(folder / defaults)), Path(os.path.realpath(folder))
+            if real != plugin_root and plugin_root not in real.parents:
                 problems.append(f"{info_path}: defaults: {defaults!r} leads out of the plugin folder")
                 continue
             folders.append(DefinitionDir(folder / defaults, plugin_id))
