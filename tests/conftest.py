@@ -7,10 +7,12 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -290,3 +292,34 @@ def call_as(uid: int, sock: Path, method: str, gid: int = 65534, groups: tuple[i
         data = pipe.read()
     os.waitpid(pid, 0)
     return json.loads(data)
+
+
+def invokeai_db(tmp_path: Path, models_dir: Path, source: str, file_name: str, size: int) -> Path:
+    """A copy of InvokeAI's real schema with one single-file model, written the way InvokeAI 6.x writes it."""
+    db_dir = tmp_path / "invokeai" / "databases"
+    db_dir.mkdir(parents=True)
+    db_path = db_dir / "invokeai.db"
+    shutil.copy(FIXTURES / "invokeai" / "invokeai-6.14-empty.db", db_path)
+    key = str(uuid.uuid4())
+    (models_dir / key).mkdir(parents=True)
+    config = {
+        "key": key,
+        "hash": "blake3:" + "0" * 64,
+        "path": f"{key}/{file_name}",
+        "file_size": size,
+        "name": "vae",
+        "description": "",
+        "source": source,
+        "source_type": "url",
+        "source_api_response": None,
+        "cover_image": None,
+        "type": "vae",
+        "format": "checkpoint",
+        "base": "any",
+        "usage_info": None,
+    }
+    db = sqlite3.connect(db_path)
+    db.execute("INSERT INTO models (id, config) VALUES (?, ?)", (key, json.dumps(config)))
+    db.commit()
+    db.close()
+    return db_path

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import sqlite3
 import subprocess
-import uuid
 from pathlib import Path
 
-from conftest import FIXTURES, serve_models, wait_for
+from conftest import invokeai_db, serve_models, wait_for
 
 
 def _all_done(daemon, total: int | None = None) -> dict | None:
@@ -91,43 +87,12 @@ def test_a_user_file_is_never_replaced(daemon_factory, fake_hub, wan2gp: Path) -
     assert own.read_bytes() == b"my own vae" and not own.is_symlink()
 
 
-def _invokeai_db(tmp_path: Path, models_dir: Path, source: str, file_name: str, size: int) -> Path:
-    """A copy of InvokeAI's real schema with one single-file model, written the way InvokeAI 6.x writes it."""
-    db_dir = tmp_path / "invokeai" / "databases"
-    db_dir.mkdir(parents=True)
-    db_path = db_dir / "invokeai.db"
-    shutil.copy(FIXTURES / "invokeai" / "invokeai-6.14-empty.db", db_path)
-    key = str(uuid.uuid4())
-    (models_dir / key).mkdir(parents=True)
-    config = {
-        "key": key,
-        "hash": "blake3:" + "0" * 64,
-        "path": f"{key}/{file_name}",
-        "file_size": size,
-        "name": "vae",
-        "description": "",
-        "source": source,
-        "source_type": "url",
-        "source_api_response": None,
-        "cover_image": None,
-        "type": "vae",
-        "format": "checkpoint",
-        "base": "any",
-        "usage_info": None,
-    }
-    db = sqlite3.connect(db_path)
-    db.execute("INSERT INTO models (id, config) VALUES (?, ?)", (key, json.dumps(config)))
-    db.commit()
-    db.close()
-    return db_path
-
-
 def test_invokeai_file_is_linked_not_downloaded(daemon_factory, fake_hub, wan2gp: Path, tmp_path: Path) -> None:
     served = serve_models(fake_hub, wan2gp, ("t2v",))
     vae = served["ckpts/Wan2.1_VAE.safetensors"]
     models_dir = tmp_path / "invokeai" / "models"
     url = "https://huggingface.co/DeepBeepMeep/Wan2.1/resolve/main/Wan2.1_VAE.safetensors"
-    db = _invokeai_db(tmp_path, models_dir, url, "Wan2.1_VAE.safetensors", vae.size)
+    db = invokeai_db(tmp_path, models_dir, url, "Wan2.1_VAE.safetensors", vae.size)
     key = next(p for p in models_dir.iterdir())
     (key / "Wan2.1_VAE.safetensors").write_bytes(vae.content())
     daemon = daemon_factory(

@@ -593,3 +593,66 @@ def test_du_rows_total_and_filesystems() -> None:
     assert lines[2:] == ["total 3.0 GiB (each file once)", "  /: 3.0 GiB"]
     empty = checked({"by": "family", "rows": [], "total_bytes": 0, "filesystems": []}, "du")
     assert render.du(empty) == "no model files on disk"
+
+
+def _unused_row(local: str, reason: str, made: bool, size: int, note: str | None = None) -> dict[str, Any]:
+    return {
+        "path": f"/w/{local}",
+        "local": local,
+        "kind": "link" if made else "file",
+        "reason": reason,
+        "models": ["ma"] if reason != "orphan" else [],
+        "bytes": size,
+        "location": "hf-cache" if made else "wan2gp",
+        "made_by_wangpd": made,
+        "removable": made,
+        "note": note,
+        "frees": size if made else 0,
+    }
+
+
+def test_unused_rows_reasons_and_what_prune_frees() -> None:
+    rows = [
+        _unused_row("ckpts/a.safetensors", "dropped", True, 2 << 30),
+        _unused_row("ckpts/old.safetensors", "orphan", False, 1 << 30, "not made by wangpd: remove it yourself"),
+    ]
+    by_reason = {"dropped": {"files": 1, "bytes": 2 << 30}, "orphan": {"files": 1, "bytes": 1 << 30}}
+    result = checked(
+        {"dry_run": True, "rows": rows, "bytes": 3 << 30, "frees": 2 << 30, "removable": 1, "by_reason": by_reason},
+        "unused",
+    )
+    lines = render.unused(result).splitlines()
+    assert cells(lines[0]) == ["PATH", "SIZE", "WHY", "MODELS", "PRUNE"]
+    assert cells(lines[1]) == ["ckpts/a.safetensors", "2.0 GiB", "dropped", "ma", "yes"]
+    assert cells(lines[2]) == [
+        "ckpts/old.safetensors",
+        "1.0 GiB",
+        "orphan",
+        "-",
+        "no: not made by wangpd: remove it yourself",
+    ]
+    assert lines[3] == "2 path(s), 3.0 GiB: dropped 1 (2.0 GiB), orphan 1 (1.0 GiB)"
+    assert lines[4] == "`wangpctl prune --unused` removes the 1 wangpd made, freeing 2.0 GiB"
+    nothing = checked({"dry_run": True, "rows": [], "bytes": 0, "frees": 0, "removable": 0, "by_reason": {}}, "unused")
+    assert render.unused(nothing).startswith("nothing on disk is unneeded")
+
+
+def test_prune_dry_run_and_done() -> None:
+    rows = [
+        _unused_row("ckpts/a.safetensors", "dropped", True, 2 << 30),
+        _unused_row("ckpts/c.safetensors", "dropped", False, 1 << 30, "not made by wangpd"),
+    ]
+    base = {"rows": rows, "bytes": 3 << 30, "frees": 2 << 30, "removable": 1, "by_reason": {}, "models": ["ma"]}
+    dry = render.prune(checked({**base, "dry_run": True}, "prune")).splitlines()
+    assert dry == [
+        "would remove 1 path(s), freeing 2.0 GiB:",
+        "  ckpts/a.safetensors  2.0 GiB  (dropped)",
+        "ma would leave the keep-set (not fetched again unless added by hand)",
+        "  not wangpd's, stays: ckpts/c.safetensors (not made by wangpd)",
+    ]
+    done = {**base, "dry_run": False, "removed": ["/w/ckpts/a.safetensors", "/hub/blobs/x"], "freed": 2 << 30}
+    done.update(skipped=["/w/x: no longer what wangpd made; left alone"], jobs_forgotten=1, stopped=[])
+    lines = render.prune(checked(done, "prune")).splitlines()
+    assert lines[:3] == ["removed 2 path(s), freed 2.0 GiB", "  /w/ckpts/a.safetensors", "  /hub/blobs/x"]
+    assert lines[3] == "  left alone: /w/x: no longer what wangpd made; left alone"
+    assert lines[4] == "ma left the keep-set (not fetched again unless added by hand)"

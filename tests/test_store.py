@@ -10,7 +10,7 @@ import pytest
 
 from wangpd.errors import BadState, InvalidParams, NotFound, StoreError
 from wangpd.models import TRANSITIONS, FileMeta, JobSpec, JobState
-from wangpd.store import Store
+from wangpd.store import SCHEMA_VERSION, Store
 
 S = JobState
 
@@ -33,9 +33,9 @@ def spec(name: str = "a.safetensors", **kw: object) -> JobSpec:
 def test_schema_has_the_seed_tables_in_wal_mode(store: Store, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "state" / "hfcache.db")
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"download_queue", "hf_file_cache", "settings", "keep_set"} <= tables
+    assert {"download_queue", "hf_file_cache", "settings", "keep_set", "made", "library_hashes"} <= tables
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_add_is_idempotent_per_target_and_merges_wanted_by(store: Store) -> None:
@@ -267,7 +267,7 @@ def test_v1_tracked_models_become_the_keep_set(tmp_path: Path) -> None:
         "flux": ("manual", True, 20.0),
         "x": ("new", False, 30.0),
     }
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_keep_reasons_only_strengthen_and_refusals_hold(store: Store) -> None:

@@ -439,6 +439,47 @@ def du(ctx: Ctx, types: tuple[str, ...], by: str) -> None:
     ctx.out(ctx.call("du", types=list(types) or None, by=by), render.du)
 
 
+@command(cli)
+def unused(ctx: Ctx) -> None:
+    """Files on disk that no kept model needs, with size and why (dropped, gone, other variant, not kept, orphan,
+    a blob wangpd downloaded that nothing links), and whether `wangpctl prune` may remove them: only what wangpd
+    made. Deletes nothing."""
+    ctx.out(ctx.call("unused"), render.unused)
+
+
+@command(cli)
+@click.argument("types", nargs=-1, metavar="[TYPE|GLOB...]")
+@click.option("--unused", "unused_", is_flag=True, help="Everything no kept model needs (see `wangpctl unused`).")
+@click.option("--dry-run", is_flag=True, help="Print exactly what would go and the space freed; remove nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask (for scripts); without it a terminal is asked.")
+def prune(ctx: Ctx, types: tuple[str, ...], unused_: bool, dry_run: bool, yes: bool) -> None:
+    """Remove what wangpd made for model types (which leave the keep-set first, so nothing is fetched back) or,
+    with --unused, everything no kept model needs: its links, and the HF-cache blobs it downloaded that nothing
+    else uses. A file wangpd did not make (yours, InvokeAI's, another library's, another tool's blob) stays."""
+    if not types and not unused_:
+        raise click.UsageError("name model types to prune, or pass --unused")
+    params: dict[str, Any] = {"types": list(types) or None, "unused": unused_}
+    if dry_run:
+        ctx.out(ctx.call("prune", **params, dry_run=True), render.prune)
+        return
+    paths = None
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("prune asks before removing; not a terminal: pass --yes (or --dry-run to look)")
+        preview = ctx.call("prune", **params, dry_run=True)
+        if ctx.as_json:
+            click.echo(dump_json(preview), err=True)
+        else:
+            click.echo(render.prune(preview))
+        paths = [row["path"] for row in preview["rows"] if row["removable"]]
+        if not paths and not types:
+            return
+        if not click.confirm("Remove these?" if paths else "Drop these models (nothing to remove)?", default=False):
+            click.echo("nothing removed", err=True)
+            sys.exit(protocol.EXIT_DAEMON_ERROR)
+    ctx.out(ctx.call("prune", **params, dry_run=False, paths=paths), render.prune)
+
+
 # ---- follow, doctor ------------------------------------------------------------------------------------------------
 
 

@@ -351,6 +351,52 @@ def drop(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def unused(r: dict[str, Any]) -> str:
+    """``unused``: one row per path, then the totals by reason and what ``prune --unused`` would free."""
+    if not r["rows"]:
+        return "nothing on disk is unneeded: every model file is wanted by a kept model"
+    rows = [
+        [
+            row["local"] or row["path"],
+            fmt.bytes_(row["bytes"]),
+            row["reason"],
+            ", ".join(row["models"]) or "-",
+            "yes" if row["removable"] else f"no: {row['note']}",
+        ]
+        for row in r["rows"]
+    ]
+    lines = [fmt.table(["PATH", "SIZE", "WHY", "MODELS", "PRUNE"], rows, right=(1,))]
+    reasons = ", ".join(f"{why} {n['files']} ({fmt.bytes_(n['bytes'])})" for why, n in sorted(r["by_reason"].items()))
+    lines.append(f"{len(r['rows'])} path(s), {fmt.bytes_(r['bytes'])}: {reasons}")
+    lines.append(
+        f"`wangpctl prune --unused` removes the {r['removable']} wangpd made, freeing {fmt.bytes_(r['frees'])}"
+        if r["removable"]
+        else "none of them was made by wangpd: prune removes nothing"
+    )
+    return "\n".join(lines)
+
+
+def prune(r: dict[str, Any]) -> str:
+    """``prune``: what would go (dry run) or what went, and the space freed."""
+    removable = [row for row in r["rows"] if row["removable"]]
+    kept = [row for row in r["rows"] if not row["removable"]]
+    lines = []
+    if r["dry_run"]:
+        lines.append(f"would remove {len(removable)} path(s), freeing {fmt.bytes_(r['frees'])}:")
+        lines += [
+            f"  {row['local'] or row['path']}  {fmt.bytes_(row['bytes'])}  ({row['reason']})" for row in removable
+        ]
+    else:
+        lines.append(f"removed {len(r['removed'])} path(s), freed {fmt.bytes_(r['freed'])}")
+        lines += [f"  {path}" for path in r["removed"]]
+        lines += [f"  left alone: {problem}" for problem in r["skipped"]]
+    if r["models"]:
+        verb = "would leave" if r["dry_run"] else "left"
+        lines.append(f"{', '.join(r['models'])} {verb} the keep-set (not fetched again unless added by hand)")
+    lines += [f"  not wangpd's, stays: {row['local'] or row['path']} ({row['note']})" for row in kept]
+    return "\n".join(lines)
+
+
 # ---- doctor, service ---------------------------------------------------------------------------------------------
 
 _LEVEL_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red"}

@@ -143,6 +143,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
         self.events.publish("started", version=__version__)
         self._spawn(self._sweep_cache_temps(), "sweep")
+        self._spawn(self.keeper.adopt_made(), "adopt")
 
     async def _sweep_cache_temps(self) -> None:
         """After a kill, a refs/ or snapshot temporary may be left in the HF cache; huggingface_hub's scan would

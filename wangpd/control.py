@@ -281,6 +281,27 @@ class Control:
             raise InvalidParams("types must be a list of model type names")
         return await self.daemon.keeper.disk_use(types or [], by)
 
+    async def unused(self) -> dict[str, Any]:
+        """Files on disk that no kept model needs, with size, why, and whether wangpd made them (prune may remove
+        only those); wangpd's downloaded HF-cache blobs no Wan2GP path leads to are listed too."""
+        return await self.daemon.keeper.unused()
+
+    async def prune(
+        self,
+        types: list | None = None,
+        unused: bool = False,
+        dry_run: bool = False,
+        paths: list | None = None,
+    ) -> dict[str, Any]:
+        """Remove what wangpd made (links, folders of links, its downloaded blobs nothing else uses) for model types
+        (globs; they are dropped from the keep-set first) and, with unused, everything no kept model needs. paths:
+        remove only these (the list a user confirmed after a dry run). Never removes a file wangpd did not make."""
+        if types is not None and not all(isinstance(t, str) and t for t in types):
+            raise InvalidParams("types must be a list of model type names")
+        if paths is not None and not all(isinstance(p, str) and p for p in paths):
+            raise InvalidParams("paths must be a list of absolute paths from a dry run")
+        return await self.daemon.keeper.prune(types or [], unused=unused, dry_run=dry_run, paths=paths)
+
     async def plan(self, models: list | None = None, all_variants: bool = False) -> dict[str, Any]:
         """The full plan: every wanted file with its status (present / linkable / missing)."""
         return await self.daemon.keeper.plan_json(models, all_variants)

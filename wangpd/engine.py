@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wangpd import transfer
+from wangpd import prune, transfer
 from wangpd.config import Config
 from wangpd.download import Progress, open_session
 from wangpd.errors import BadState, DiskFull, NotFound, StoreError, TargetExists, TransferError, WangpError
@@ -25,7 +25,7 @@ from wangpd.events import EventBus
 from wangpd.layout import Layout
 from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.linker import link_into_place
-from wangpd.models import Job, JobState
+from wangpd.models import Job, JobState, Made
 from wangpd.paths import PART_SUFFIX, temp_name
 from wangpd.sources import Sources
 from wangpd.store import Store
@@ -242,7 +242,7 @@ class Engine:
         if job.repo:
             found = self.sources.invokeai.find(job.repo, job.path, job.url, job.size)
             if found is not None:
-                await asyncio.to_thread(self._link, found, target)
+                await self._link_made(job, found, target)
                 return "invokeai", 0
             meta = None
             if job.size is None:
@@ -301,8 +301,21 @@ class Engine:
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
             )
-        await asyncio.to_thread(self._link, result.path, target)
+        if not result.cached:
+            self._remember_made(prune.made_blob(result.path, job.repo or job.url, job.id))
+        await self._link_made(job, result.path, target)
         return ("hf-cache" if result.cached else "download"), result.fetched
+
+    async def _link_made(self, job: Job, source: Path, target: Path) -> None:
+        """Link ``target`` and remember that wangpd made it (so ``prune`` may remove it, and only it)."""
+        mode = await asyncio.to_thread(self._link, source, target)
+        self._remember_made([prune.made_link(target, mode, job.id)])
+
+    def _remember_made(self, records: list[Made]) -> None:
+        try:
+            self.store.record_made(records)
+        except StoreError as exc:  # the file is in place; only `prune` will not know it was ours
+            log.warning("could not note what was made (%s): %s", ", ".join(r.path for r in records), exc)
 
     async def _complete_folder(self, job: Job, target: Path) -> tuple[str, int]:
         """A whole repo folder (Wan2GP's ``snapshot_download(allow_patterns=...)``): fetch every file into the HF
@@ -331,6 +344,8 @@ class Engine:
                 on_retry=self._on_retry(job),
             )
             self.sources.remember(result.meta)
+            if not result.cached:
+                self._remember_made(prune.made_blob(result.path, job.repo, job.id))
             fetched += result.fetched
             done += size or result.meta.size or 0
             snapshots.append((path[len(job.path) :], result.path))
@@ -346,6 +361,7 @@ class Engine:
             os.rename(temporary, target)
 
         await asyncio.to_thread(build)
+        self._remember_made([prune.made_folder(target, job.id)])
         return ("hf-cache" if fetched == 0 else "download"), fetched
 
     def _drop_stale_part(self, repo: str, old_sha256: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -18,13 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from wangpd import diskuse, policy, usage
+from wangpd import diskuse, policy, prune, usage
 from wangpd.catalog import Catalog, CatalogLoader
 from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
 from wangpd.layout import Layout
-from wangpd.models import DEFAULT_SETTINGS, Job, JobSpec, JobState, KeepEntry, WantedFile
+from wangpd.models import ACTIVE, DEFAULT_SETTINGS, Job, JobSpec, JobState, KeepEntry, WantedFile
 from wangpd.paths import disk_free
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
 from wangpd.sources import Sources
@@ -529,6 +530,143 @@ class Keeper:
             by=by,
         )
 
+    # ---- what can go -------------------------------------------------------------------------------------------
+
+    async def _survey(
+        self, dropping: Sequence[str] = (), also: Mapping[str, Sequence[str]] | None = None
+    ) -> prune.Survey:
+        """What no kept model needs, as if ``dropping`` were dropped already (``prune TYPE --dry-run``); ``also``:
+        remembered files of those models (a dropped model's remembered set is cleared)."""
+        if self.catalog is None:
+            await self.refresh(why="unused")
+        catalog, _ = await self.current()
+        remembered = self.store.keep_set()
+        kept = set(self.tracked) - set(dropping)
+        refused = {t for t, e in remembered.items() if not e.kept} | set(dropping)
+        named: dict[str, set[str]] = {}
+        needed: set[str] = set()
+        variants: set[str] = set()
+        folders: set[str] = set()
+        for model_type, model in catalog.models.items():
+            for group, wanted_list in (
+                ("files", model.files),
+                ("alternatives", model.alternatives),
+                ("optional", model.optional_files),
+            ):
+                for wanted in wanted_list:
+                    paths = dict.fromkeys((wanted.local, *wanted.lookup))
+                    if wanted.whole_folder:
+                        folders.update(paths)
+                    for path in paths:
+                        named.setdefault(path, set()).add(model_type)
+                        if model_type in kept:
+                            (needed if group == "files" else variants).add(path)
+        for wanted_list in catalog.optional_features.values():  # Wan2GP-wide extras: never judged unused
+            for wanted in wanted_list:
+                needed.update((wanted.local, *wanted.lookup))
+        root = catalog.wan2gp_dir
+        needed.update(self._local_of(job.target) for job in self.store.list_jobs(sorted(ACTIVE)))
+        gone: dict[str, set[str]] = {}
+        for model_type, entry in remembered.items():
+            if entry.kept and model_type not in catalog.models:
+                for local in entry.files:
+                    gone.setdefault(local, set()).add(model_type)
+        for model_type, files in (also or {}).items():
+            for local in files:
+                named.setdefault(local, set()).add(model_type)
+        wants = prune.Wants(
+            root=root,
+            needed=frozenset(needed),
+            named_by={k: tuple(sorted(v)) for k, v in named.items()},
+            variants=frozenset(variants - needed),
+            refused=frozenset(refused),
+            gone={k: tuple(sorted(v)) for k, v in gone.items()},
+            orphan_roots=tuple(catalog.settings.checkpoints_paths),
+            folders=frozenset(folders),
+        )
+        invokeai = self.sources.invokeai.models_dir if self.sources is not None else None
+        made = self.store.made()
+        found = await asyncio.to_thread(
+            prune.survey, wants, made, hf_cache=self.config.hub.cache_dir, invokeai=invokeai
+        )
+        if found.stale:  # removed or replaced since: not wangpd's any more, whatever is there now
+            self.store.forget_made(r.path for r in found.stale)
+        return found
+
+    async def unused(self) -> dict[str, Any]:
+        """``wangpctl unused``: files on disk no kept model needs, with why, size and whether prune may remove them."""
+        found = await self._survey()
+        return _unused_json(found, found.rows, dry_run=True)
+
+    async def prune(
+        self, patterns: Sequence[str], *, unused: bool, dry_run: bool, paths: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Remove what wangpd made that no kept model needs: of the models named (which leave the keep-set first,
+        so nothing is fetched back) and, with ``unused``, all of it. ``paths``: the list the user confirmed; only
+        those go (what changed since is left for the next prune)."""
+        if not patterns and not unused:
+            raise InvalidParams("name model types to prune, or pass unused (prune everything no kept model needs)")
+        remembered = self.store.keep_set()
+        selected: list[str] = []
+        if patterns:
+            catalog = self.catalog or (await self.current())[0]
+            known = set(catalog.models) | set(remembered)
+            for pattern in patterns:
+                hits = sorted(t for t in known if fnmatch.fnmatchcase(t, pattern))
+                if not hits:
+                    raise NotFound(f"no model type matches {pattern!r} (see `wangpctl models --all`)")
+                selected += [t for t in hits if t not in selected]
+        also = {t: remembered[t].files for t in selected if t in remembered}
+        dropped: dict[str, Any] | None = None
+        if selected and not dry_run:
+            dropped = await self.drop_models(selected)
+        found = await self._survey(selected, also)
+        chosen = [row for row in found.rows if unused or set(row.models) & set(selected)]
+        if paths is not None:  # the confirmed list: what was not shown then is not removed now
+            confirmed = set(paths)
+            chosen = [row for row in chosen if not row.made or row.path in confirmed]
+        result = _unused_json(found, chosen, dry_run=dry_run)
+        result["models"] = selected
+        if dry_run:
+            return result
+        removal = found.removal(chosen)
+        removed, skipped = await asyncio.to_thread(prune.remove, removal, found.ours, found.cache_root)
+        self.store.forget_made(removed)
+        forgotten = self.store.forget_finished_jobs(removed)
+        for path in removed:
+            log.info("pruned %s", path)
+        for problem in skipped:
+            log.warning("prune: %s", problem)
+        log.info(
+            "prune%s: removed %d path(s), %s freed%s",
+            f" {', '.join(selected)}" if selected else "",
+            len(removed),
+            format_bytes(removal.frees),
+            f"; {len(skipped)} left alone" if skipped else "",
+        )
+        self.events.publish("prune", models=selected, removed=len(removed), freed=removal.frees)
+        result.update(removed=removed, skipped=skipped, freed=removal.frees, jobs_forgotten=forgotten)
+        result["stopped"] = dropped["stopped"] if dropped else []
+        return result
+
+    async def adopt_made(self) -> int:
+        """Once, after the upgrade that began recording what wangpd makes: the links of jobs it completed before
+        (symlinks only: a copy cannot be told from the user's file) and the blobs it downloaded for them."""
+        if self.store.get_setting("made_adopted"):
+            return 0
+        jobs = [
+            (job.id, job.target, job.source, job.repo or job.url)
+            for job in self.store.list_jobs([JobState.COMPLETE])
+            if job.source in ("download", "hf-cache", "invokeai")
+        ]
+        known = {m.path for m in self.store.made()}
+        records = await asyncio.to_thread(prune.adopt, jobs, known, self.config.hub.cache_dir)
+        self.store.record_made(records)
+        self.store.set_setting("made_adopted", time.time())
+        if records:
+            log.info("noted %d link(s) and blob(s) wangpd made before it kept such notes", len(records))
+        return len(records)
+
     async def plan_json(self, models: Sequence[str] | None, all_variants: bool) -> dict[str, Any]:
         catalog, _ = await self.current(all_variants)
         selected = self._select(catalog, models) if models else None
@@ -703,6 +841,30 @@ def _entry_json(entry: KeepEntry | None) -> dict[str, Any] | None:
         "all_variants": entry.all_variants,
         "files": list(entry.files),
         "gone_at": entry.gone_at,
+    }
+
+
+def _unused_json(found: prune.Survey, rows: Sequence[prune.Unused], *, dry_run: bool) -> dict[str, Any]:
+    """Rows plus totals: bytes counted once per inode; ``frees`` is what pruning all the removable rows frees."""
+    seen: set[str] = set()
+    total = 0
+    by_reason: dict[str, dict[str, int]] = {}
+    for row in rows:
+        bucket = by_reason.setdefault(row.reason, {"files": 0, "bytes": 0})
+        bucket["files"] += 1
+        real = os.path.realpath(row.path)
+        if real not in seen:
+            seen.add(real)
+            total += row.bytes
+            bucket["bytes"] += row.bytes
+    removable = [row for row in rows if row.made]
+    return {
+        "dry_run": dry_run,
+        "rows": [row.to_json() for row in rows],
+        "bytes": total,
+        "frees": found.removal(removable).frees if removable else 0,
+        "removable": len(removable),
+        "by_reason": by_reason,
     }
 
 

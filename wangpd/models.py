@@ -21,6 +21,7 @@ __all__ = [
     "COMMIT_RE",
     "DEFAULT_SETTINGS",
     "FINISHED",
+    "MADE_KINDS",
     "PENDING",
     "SHA256_RE",
     "STATE_GROUPS",
@@ -30,6 +31,7 @@ __all__ = [
     "Job",
     "JobSpec",
     "JobState",
+    "Made",
     "ModelDef",
     "WanSettings",
     "WantedFile",
@@ -311,3 +313,21 @@ class KeepEntry:
     @property
     def kept(self) -> bool:
         return self.reason not in REFUSALS
+
+
+MADE_KINDS = ("link", "folder", "blob", "snapshot")
+
+
+@dataclass(frozen=True)
+class Made:
+    """One path wangpd created (``made`` table): a link (or copy) at a Wan2GP path, a folder of links, a blob it
+    downloaded into the HF cache or the snapshot link to it. ``identity`` ("dev:ino" of the lstat when made) tells
+    it from something put at the same path later, which is not wangpd's to remove."""
+
+    path: str
+    kind: str  # one of MADE_KINDS
+    mode: str | None  # link: symlink | hardlink | copy
+    points_to: str | None  # a symlink's text; a blob's repo or URL
+    identity: str | None
+    job_id: int | None
+    made_at: float

@@ -79,6 +79,8 @@ METHODS: dict[str, bool] = {
     "models.drop": True,
     "plan": False,
     "du": False,
+    "unused": False,
+    "prune": True,
     "approve": True,
     "reject": True,
     "doctor": False,

@@ -32,13 +32,14 @@ from wangpd.models import (
     JobSpec,
     JobState,
     KeepEntry,
+    Made,
 )
 
 __all__ = ["Store", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 _MIGRATIONS: list[str] = [
@@ -107,6 +108,25 @@ _MIGRATIONS: list[str] = [
         SELECT model_type, CASE how WHEN 'auto' THEN 'new' ELSE 'manual' END, how = 'manual-all', added_at, added_at
         FROM tracked_models;
     DROP TABLE tracked_models;
+    """,
+    # version 3: what wangpd itself created (links at Wan2GP paths, HF-cache blobs it downloaded), so `prune` can
+    # remove exactly that and nothing else; and the sha256 of files in the user's other model libraries.
+    """
+    CREATE TABLE made (
+        path       TEXT PRIMARY KEY,             -- absolute path wangpd created
+        kind       TEXT NOT NULL,                -- link | folder | blob | snapshot
+        mode       TEXT,                         -- link: symlink | hardlink | copy
+        points_to  TEXT,                         -- symlink: its text (os.readlink); blob: repo or URL
+        identity   TEXT,                         -- "dev:ino" when made: a file put there later is not ours
+        job_id     INTEGER,
+        made_at    REAL NOT NULL
+    );
+    CREATE TABLE library_hashes (
+        key        TEXT PRIMARY KEY,             -- "dev:ino:size:mtime_ns" of the file when it was read
+        sha256     TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        hashed_at  REAL NOT NULL
+    );
     """,
 ]
 
@@ -658,4 +678,53 @@ class Store:
         now = time.time()
         self._db.executemany(
             "UPDATE keep_set SET gone_at=? WHERE model_type=? AND gone_at IS NULL", [(now, t) for t in model_types]
+        )
+
+    # ---------------------------------------------------------------------------------------------------------
+    # What wangpd made (for prune) and the library hash cache
+
+    def record_made(self, made: Iterable[Made]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO made (path, kind, mode, points_to, identity, job_id, made_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            [(m.path, m.kind, m.mode, m.points_to, m.identity, m.job_id, m.made_at) for m in made],
+        )
+
+    def made(self) -> list[Made]:
+        return [
+            Made(*row)
+            for row in self._db.execute(
+                "SELECT path, kind, mode, points_to, identity, job_id, made_at FROM made ORDER BY path"
+            )
+        ]
+
+    def forget_made(self, paths: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM made WHERE path=?", [(p,) for p in paths])
+
+    def forget_finished_jobs(self, targets: Iterable[str]) -> int:
+        """Finished rows for targets that were pruned: their history would show files that are gone."""
+        states = sorted(s.value for s in FINISHED)
+        marks = ",".join("?" * len(states))
+        total = 0
+        for target in targets:
+            cursor = self._db.execute(
+                f"DELETE FROM download_queue WHERE target=? AND state IN ({marks})", [target, *states]
+            )
+            total += cursor.rowcount
+        return total
+
+    def library_hashes(self) -> dict[tuple[int, int, int, int], str]:
+        found = {}
+        for key, sha256 in self._db.execute("SELECT key, sha256 FROM library_hashes"):
+            parts = key.split(":")
+            if len(parts) == 4 and all(p.isdigit() for p in parts):
+                found[(int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3]))] = sha256
+        return found
+
+    def put_library_hashes(self, rows: Iterable[tuple[tuple[int, int, int, int], str, str]]) -> None:
+        """(key, sha256, path) rows; the key as text: an inode number may not fit SQLite's signed 64 bits."""
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO library_hashes (key, sha256, path, hashed_at) VALUES (?,?,?,?)",
+            [(":".join(str(k) for k in key), sha, path, now) for key, sha, path in rows],
         )
