@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS: dict[str, Any] = {
     name: kind for name, kind in get_type_hints(Config).items() if dataclasses.is_dataclass(kind)
 }
-# Fields the seed's config.yaml set at the top level, where they still live.
+# Fields set at the top level: the seed's config.yaml had them there, and `libraries` is a plain list.
 SEED_KEYS = {
     ("wan2gp", "directory"): "wan2gp_directory",
     ("invokeai", "db"): "invokeai_db",
     ("invokeai", "models_dir"): "invokeai_models_dir",
+    ("libraries", "folders"): "libraries",
 }
 
 
@@ -274,3 +276,25 @@ def test_a_long_bad_value_gives_a_short_message(base: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"HOME": "/h"})
     assert len(str(caught.value)) <= ConfigError.MAX_LENGTH and "download.bandwidth" in str(caught.value)
+
+
+def test_the_shipped_config_shows_every_key_with_a_comment() -> None:
+    """Every key the loader accepts is in config.yaml (set, or commented out), with a comment line above it."""
+    from wangpd.config import _known_keys
+
+    lines = (ROOT / "config.yaml").read_text(encoding="utf-8").splitlines()
+
+    def documented(name: str, indent: bool) -> bool:
+        lead = r"\s+" if indent else ""
+        pattern = re.compile(lead + r"#?\s*" + re.escape(name) + ":")
+        for index, line in enumerate(lines):
+            if pattern.match(line) and index > 0 and lines[index - 1].lstrip().startswith("#"):
+                return True
+        return False
+
+    missing = []
+    for key, subs in _known_keys().items():
+        if not subs and not documented(key, False):
+            missing.append(key)
+        missing += [f"{key}.{sub}" for sub in sorted(subs or ()) if not documented(sub, True)]
+    assert missing == []

@@ -450,6 +450,7 @@ def status_result() -> dict[str, Any]:
             "kept": {"manual": 1},
             "gone": [],
         },
+        "libraries": None,
         "last_errors": [],
         "store_error": None,
     }
@@ -465,6 +466,24 @@ def test_status_without_colour_when_no_color_is_set(monkeypatch: pytest.MonkeyPa
     assert lines[2] == "speed       8.0 MiB/s   limit unlimited (config)"
     assert lines[3] == "remaining   16.0 GiB   eta 34m08s"
     assert "auto-queue  track used, new models ask, cap 50.0 GiB, approval required" in lines
+    assert not [line for line in lines if line.startswith("libraries")]
+
+
+def test_status_shows_the_libraries_when_some_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    data = status_result()
+    data["libraries"] = {
+        "folders": ["/srv/comfy/models", "/srv/forge/models"],
+        "state": "ready",
+        "files": 120,
+        "bytes_indexed": 300 * GIB,
+        "bytes_hashed": 20 * GIB,
+        "hashed": 3,
+        "scanned_at": 1767225600.0,
+        "warnings": ["/srv/forge/models: no such folder"],
+    }
+    lines = render.status(checked(data, "status")).splitlines()
+    assert "libraries   ready: 120 file(s), 300.0 GiB in 2 folder(s); 3 hashed, 20.0 GiB read; 1 warning(s)" in lines
 
 
 # ---- doctor, service install -------------------------------------------------------------------------------------

@@ -87,6 +87,14 @@ def status(status: dict[str, Any]) -> str:
             f"approval    batch {batch or '-'}: {info['jobs']} files, {fmt.bytes_(info['bytes'])} "
             f"(wangpctl approve {batch} / wangpctl reject {batch})"
         )
+    libraries = status.get("libraries")
+    if libraries:
+        lines.append(
+            f"libraries   {libraries['state']}: {libraries['files']} file(s), {fmt.bytes_(libraries['bytes_indexed'])}"
+            f" in {len(libraries['folders'])} folder(s); {libraries['hashed']} hashed"
+            + (f", {fmt.bytes_(libraries['bytes_hashed'])} read" if libraries["bytes_hashed"] else "")
+            + (f"; {len(libraries['warnings'])} warning(s)" if libraries["warnings"] else "")
+        )
     lines.append(f"wan2gp      {status['wan2gp_directory']}")
     for error in status.get("last_errors") or []:
         when = time.strftime("%H:%M:%S", time.localtime(error["time"]))

@@ -236,6 +236,8 @@ class Daemon:
             self._start_watcher()
         if _section_changed(changes, "wan2gp") or _section_changed(changes, "auto_queue"):
             self._spawn(self.rescan("reload"), "rescan")
+        if _section_changed(changes, "libraries"):
+            self._spawn(self._look_in_libraries(), "libraries")
         log.info("config reloaded from %s: %s", new.path, ", ".join(changes) or "no changes")
         self.events.publish("reloaded", changes=changes)
         self.notifier.ready(status_line(self))
@@ -318,7 +320,22 @@ class Daemon:
                 await self.rescan("startup" if first else "reconcile")
             if self.config.hub.survey_sizes:
                 await self._survey_sizes()
+            await self._look_in_libraries()
             first = False
+
+    async def _look_in_libraries(self) -> None:
+        """List the other libraries again (a stat a file) and hash the files whose size matches a missing one;
+        a match found makes the next plan show that file as linkable (the engine links instead of fetching)."""
+        if not self.config.libraries.folders:
+            return
+        try:
+            await self.sources.scan_libraries()
+            current = self.keeper.plan
+            missing = [p.file for p in current.files if p.status == "missing"] if current is not None else []
+            if await self.sources.prefetch_library(missing):
+                await self.rescan("libraries")
+        except Exception:  # a library is a bonus: never stop the reconcile loop for it
+            log.exception("libraries: the look for reusable files failed")
 
     async def _survey_sizes(self) -> None:
         """Ask the Hub for the size of every missing file (cached for hub.metadata_max_age), so `wangpctl models`
@@ -435,7 +452,7 @@ def _section_changed(changes: list[str], section: str) -> bool:
 
 def _diff(old: Config, new: Config) -> list[str]:
     changes = []
-    for section in ("wan2gp", "invokeai", "daemon", "hub", "download", "watch", "auto_queue"):
+    for section in ("wan2gp", "invokeai", "daemon", "hub", "download", "watch", "auto_queue", "libraries"):
         before, after = getattr(old, section), getattr(new, section)
         for name in before.__dataclass_fields__:
             if getattr(before, name) != getattr(after, name):

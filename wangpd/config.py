@@ -30,6 +30,7 @@ __all__ = [
     "DownloadConfig",
     "HubConfig",
     "InvokeAIConfig",
+    "LibrariesConfig",
     "ScheduleWindow",
     "Wan2GPConfig",
     "WatchConfig",
@@ -136,6 +137,14 @@ class InvokeAIConfig:
 
 
 @dataclass(frozen=True)
+class LibrariesConfig:
+    """Other model libraries (ComfyUI or Forge ``models/``, another Wan2GP's ``ckpts/``): a wanted file found there
+    by size and sha256 is linked instead of downloaded."""
+
+    folders: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: Path
     db_path: Path
@@ -211,6 +220,7 @@ class Config:
     download: DownloadConfig
     watch: WatchConfig
     auto_queue: AutoQueueConfig
+    libraries: LibrariesConfig = field(default_factory=LibrariesConfig)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -448,6 +458,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "config_dir": _optional_path,
     },
     "invokeai": {"db": _optional_path, "models_dir": _optional_path},
+    "libraries": {"folders": _path_list},
     "daemon": {
         "state_dir": _path,
         "socket_group": _group,
@@ -503,6 +514,7 @@ _SEED_KEYS = {
     "wan2gp.directory": "wan2gp_directory",
     "invokeai.db": "invokeai_db",
     "invokeai.models_dir": "invokeai_models_dir",
+    "libraries.folders": "libraries",  # not the seed's, but a plain list reads best at the top level too
 }
 
 
@@ -696,5 +708,6 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         download=_download_config(reader),
         watch=WatchConfig(**_read_section(reader, "watch")),
         auto_queue=AutoQueueConfig(**_read_section(reader, "auto_queue")),
+        libraries=LibrariesConfig(**_read_section(reader, "libraries")),
         environ=env,
     )

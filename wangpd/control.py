@@ -94,6 +94,8 @@ class Control:
             if daemon.watcher
             else {"state": "off", "reason": "watch.enabled is false"},
             "auto_queue": daemon.keeper.describe(),
+            # The other model libraries (config libraries): listing and hashing progress; null when none is set.
+            "libraries": daemon.sources.library.describe() if config.libraries.folders else None,
             # None while the queue database can be written; else why not (nothing new starts until it can).
             "store_error": daemon.store.write_error,
             "last_errors": last_errors,

@@ -256,6 +256,18 @@ class Engine:
                 else:
                     self.sources.remember(meta)
                     job = self.store.set_job_fields(job.id, size=meta.size, sha256=job.sha256 or meta.sha256)
+            if self.sources.library_candidate(job.size) and not self.sources.linkable_from_cache(job):
+                # A library file of the same size: worth one metadata request for the Hub's sha256 now (the
+                # stored one may be stale), and worth hashing the candidates (each at most once).
+                if meta is None:
+                    with contextlib.suppress(TransferError):
+                        meta = await self.sources.hub.file_metadata(job.repo, job.revision, job.path)
+                        self.sources.remember(meta)
+                if meta is not None and meta.sha256 is not None and meta.size is not None:
+                    found = await self.sources.find_in_library(meta.size, meta.sha256)
+                    if found is not None:
+                        await self._link_made(job, found, target)
+                        return "library", 0
             result = await transfer.fetch_to_cache(
                 job.repo,
                 job.revision,

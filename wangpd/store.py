@@ -607,6 +607,17 @@ class Store:
             )
         }
 
+    def known_hashes(self) -> dict[tuple[str, str, str], tuple[int, str]]:
+        """(repo, revision, path) -> (size, sha256) for every LFS file the Hub described: what a library file must
+        match to be linked instead of downloaded."""
+        return {
+            (repo, revision, path): (size, sha256)
+            for repo, revision, path, size, sha256 in self._db.execute(
+                "SELECT repo, revision, path, size, sha256 FROM hf_file_cache "
+                "WHERE size IS NOT NULL AND length(sha256) = 64"
+            )
+        }
+
     # ---------------------------------------------------------------------------------------------------------
     # Runtime settings and tracked models
 
