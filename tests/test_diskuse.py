@@ -54,7 +54,7 @@ def test_unique_shared_and_locations_counted_once_per_inode(tmp_path: Path) -> N
         "bytes": s + a + c,
         "unique_bytes": a,
         "shared_bytes": s + c,
-        "by_location": {"hf-cache": s, "invokeai": c, "elsewhere": 0, "wan2gp": a},
+        "by_location": {"hf-cache": s, "invokeai": c, "library": 0, "elsewhere": 0, "wan2gp": a},
     }
     assert (rows["B"]["files"], rows["B"]["bytes"], rows["B"]["unique_bytes"]) == (2, s + b, b), "hardlink once"
     assert (rows["C"]["bytes"], rows["C"]["unique_bytes"], rows["C"]["shared_bytes"]) == (c, 0, c)

@@ -49,8 +49,14 @@ def test_a_library_file_under_another_name_is_linked_and_a_changed_one_is_not_tr
     libraries = daemon.ctl_json("status")["libraries"]
     assert libraries["files"] == 2 and libraries["bytes_hashed"] <= 2 * BIG and libraries["hashed"] >= 1
 
+    # du says where the bytes are; prune removes wangpd's link and never the library's file.
+    row = daemon.ctl_json("du", "ml")["rows"][0]
+    assert row["by_location"]["library"] == os.stat(mine).st_blocks * 512
+    pruned = daemon.ctl_json("prune", "ml", "--yes")
+    assert str(target) in pruned["removed"] and not os.path.lexists(target)
+    assert mine.read_bytes() == big.content()
+
     # The same name, new bytes and a new mtime: its old hash no longer holds; the Hub's file is fetched.
-    target.unlink()
     mine.write_bytes(b"\2" * BIG)
     os.utime(mine, ns=(mine.stat().st_atime_ns, mine.stat().st_mtime_ns + 5_000_000_000))
     daemon.ctl_json("clear", "complete")

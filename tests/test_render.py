@@ -601,7 +601,7 @@ def test_status_says_stalled_when_the_queue_database_cannot_be_written(monkeypat
 
 def test_du_rows_total_and_filesystems() -> None:
     row = {"name": "t2v", "files": 3, "bytes": 3 << 30, "unique_bytes": 1 << 30, "shared_bytes": 2 << 30}
-    row["by_location"] = {"hf-cache": 2 << 30, "invokeai": 0, "elsewhere": 0, "wan2gp": 1 << 30}
+    row["by_location"] = {"hf-cache": 2 << 30, "invokeai": 0, "library": 0, "elsewhere": 0, "wan2gp": 1 << 30}
     result = checked(
         {"by": "model", "rows": [row], "total_bytes": 3 << 30, "filesystems": [{"mount_point": "/", "bytes": 3 << 30}]},
         "du",

@@ -98,6 +98,8 @@ class FollowView:
             return [f"downloads {kind}"]
         if kind == "cleared" and self.job_id is not None and self.job_id not in self.jobs:
             return [f"removed {event.get('removed')} {event.get('which')} job(s)"]
+        if kind == "prune":
+            return [f"pruned {event.get('removed')} path(s), {fmt.bytes_(event.get('freed'))} freed"]
         if kind in ("auto", "model", "error", "reloaded", "cleared", "started"):
             details = {k: v for k, v in event.items() if k not in ("event", "time", "dropped")}
             text = details.pop("message", None) or details.pop("line", None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ from wangpd.planner import Plan
 
 __all__ = ["LOCATIONS", "measure"]
 
-# Where a present file's bytes are: the HF cache, InvokeAI's models folder, elsewhere behind a symlink, or a real
-# file at the Wan2GP path itself.
-LOCATIONS = ("hf-cache", "invokeai", "elsewhere", "wan2gp")
+# Where a present file's bytes are: the HF cache, InvokeAI's models folder, one of the other libraries (config
+# libraries), elsewhere behind a symlink, or a real file at the Wan2GP path itself.
+LOCATIONS = ("hf-cache", "invokeai", "library", "elsewhere", "wan2gp")
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _inside(path: str, base: str | None) -> bool:
     return base is not None and (path == base or path.startswith(base.rstrip("/") + "/"))
 
 
-def _files_at(path: Path, hf_cache: str, invokeai: str | None) -> list[_File]:
+def _files_at(path: Path, hf_cache: str, invokeai: str | None, libraries: Sequence[str] = ()) -> list[_File]:
     """Every regular file at ``path`` (a whole-folder entry is walked), with its inode and location."""
     if path.is_dir():
         found = [Path(folder) / name for folder, _dirs, names in os.walk(path) for name in names]
@@ -55,6 +55,8 @@ def _files_at(path: Path, hf_cache: str, invokeai: str | None) -> list[_File]:
             location = "hf-cache"
         elif _inside(real, invokeai):
             location = "invokeai"
+        elif any(_inside(real, library) for library in libraries):
+            location = "library"
         elif linked:
             location = "elsewhere"
         else:
@@ -77,6 +79,7 @@ def measure(
     *,
     hf_cache: Path,
     invokeai: Path | None,
+    libraries: Sequence[Path] = (),
     families: dict[str, str],
     selected: Iterable[str] | None = None,
     by: str = "model",
@@ -89,12 +92,13 @@ def measure(
     per_model: dict[str, set[tuple[int, int]]] = defaultdict(set)
     cache_root = os.path.realpath(hf_cache)  # once, not per file: realpath is most of the cost
     invokeai_root = os.path.realpath(invokeai) if invokeai is not None else None
+    library_roots = [os.path.realpath(folder) for folder in libraries]
     for planned in plan.files:
         if planned.status != "present" or planned.present_at is None:
             continue
         path = Path(planned.present_at)
         path = path if path.is_absolute() else wan2gp_dir / path
-        for one in _files_at(path, cache_root, invokeai_root):
+        for one in _files_at(path, cache_root, invokeai_root, library_roots):
             info.setdefault(one.key, one)
             example.setdefault(one.key[0], str(path))
             for model_type in planned.wanted_by:

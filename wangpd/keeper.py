@@ -525,6 +525,7 @@ class Keeper:
             catalog.wan2gp_dir,
             hf_cache=hf_cache,
             invokeai=invokeai,
+            libraries=self.config.libraries.folders,
             families=families,
             selected=selected,
             by=by,
@@ -587,7 +588,12 @@ class Keeper:
         invokeai = self.sources.invokeai.models_dir if self.sources is not None else None
         made = self.store.made()
         found = await asyncio.to_thread(
-            prune.survey, wants, made, hf_cache=self.config.hub.cache_dir, invokeai=invokeai
+            prune.survey,
+            wants,
+            made,
+            hf_cache=self.config.hub.cache_dir,
+            invokeai=invokeai,
+            libraries=self.config.libraries.folders,
         )
         if found.stale:  # removed or replaced since: not wangpd's any more, whatever is there now
             self.store.forget_made(r.path for r in found.stale)

@@ -182,11 +182,13 @@ def _inside(path: str, base: str | None) -> bool:
     return base is not None and (path == base or path.startswith(base.rstrip("/") + "/"))
 
 
-def _location(path: str, real: str, hf_cache: str, invokeai: str | None) -> str:
+def _location(path: str, real: str, hf_cache: str, invokeai: str | None, libraries: Sequence[str]) -> str:
     if _inside(real, hf_cache):
         return "hf-cache"
     if _inside(real, invokeai):
         return "invokeai"
+    if any(_inside(real, library) for library in libraries):
+        return "library"
     return "elsewhere" if os.path.islink(path) else "wan2gp"
 
 
@@ -275,11 +277,14 @@ class Survey:
         return plan_removal(rows, self.ours, self.leads, self.cache_root)
 
 
-def survey(wants: Wants, made: Sequence[Made], *, hf_cache: Path, invokeai: Path | None) -> Survey:
+def survey(
+    wants: Wants, made: Sequence[Made], *, hf_cache: Path, invokeai: Path | None, libraries: Sequence[Path] = ()
+) -> Survey:
     """Every path on disk no kept model needs. Each row says what pruning it alone would remove and free."""
     root = str(wants.root)
     cache_root = os.path.realpath(hf_cache)
     invokeai_root = os.path.realpath(invokeai) if invokeai is not None else None
+    library_roots = [os.path.realpath(folder) for folder in libraries]
     ours: dict[str, Made] = {}
     stale: list[Made] = []
     for record in made:
@@ -320,7 +325,7 @@ def survey(wants: Wants, made: Sequence[Made], *, hf_cache: Path, invokeai: Path
         reason, models = _reason(local, wants)
         record = ours.get(path)
         real = os.path.realpath(path)
-        location = _location(path, real, cache_root, invokeai_root)
+        location = _location(path, real, cache_root, invokeai_root, library_roots)
         if os.path.isdir(path):
             kind, size = "folder", _folder_size(path)
         else:
@@ -331,6 +336,7 @@ def survey(wants: Wants, made: Sequence[Made], *, hf_cache: Path, invokeai: Path
         if record is None:
             note = {
                 "invokeai": "InvokeAI's file: wangpd did not make it",
+                "library": "a file in one of your libraries: wangpd did not make it",
                 "hf-cache": "a link wangpd did not make",
                 "elsewhere": "a link wangpd did not make",
             }.get(location, "not made by wangpd: remove it yourself if you are sure")
