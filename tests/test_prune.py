@@ -286,3 +286,37 @@ def test_jobs_completed_before_records_were_kept_are_adopted_conservatively(tmp_
         (str(linked), "link"),  # the link is wangpd's; the blob it found in the cache is not
     }
     assert prune.adopt(jobs, {p for p, _ in records}, cache) == [], "adopted once"
+
+
+def test_each_unneeded_file_says_why(tmp_path: Path) -> None:
+    root, cache = tmp_path / "wan", tmp_path / "hub"
+    ckpts = root / "ckpts"
+    (ckpts / "sub").mkdir(parents=True)
+    names = ("kept.bin", "other_variant.bin", "dropped.bin", "gone.bin", "not_kept.bin", "sub/orphan.bin")
+    for name in names:
+        (ckpts / name).write_bytes(b"x" * 5000)
+    (ckpts / ".hidden_temp").write_bytes(b"t")
+    wants = prune.Wants(
+        root=root,
+        needed=frozenset({"ckpts/kept.bin"}),
+        named_by={
+            "ckpts/kept.bin": ("k",),
+            "ckpts/other_variant.bin": ("k",),
+            "ckpts/dropped.bin": ("d",),
+            "ckpts/not_kept.bin": ("n",),
+        },
+        variants=frozenset({"ckpts/other_variant.bin"}),
+        refused=frozenset({"d"}),
+        gone={"ckpts/gone.bin": ("g",)},
+        orphan_roots=("ckpts",),
+    )
+    found = prune.survey(wants, [], hf_cache=cache, invokeai=None)
+    assert {r.local: (r.reason, r.models, r.made, r.location) for r in found.rows} == {
+        "ckpts/other_variant.bin": ("variant", ["k"], False, "wan2gp"),
+        "ckpts/dropped.bin": ("dropped", ["d"], False, "wan2gp"),
+        "ckpts/gone.bin": ("gone", ["g"], False, "wan2gp"),
+        "ckpts/not_kept.bin": ("not-kept", ["n"], False, "wan2gp"),
+        "ckpts/sub/orphan.bin": ("orphan", [], False, "wan2gp"),
+    }
+    assert all(r.note and r.frees == 0 for r in found.rows), "none is wangpd's: nothing to free"
+    assert found.removal(found.rows).paths == []
