@@ -929,3 +929,114 @@ def test_a_bad_plugin_info_skips_that_plugin_only(tmp_path):
     assert len(catalog.errors) == 3
     bad = tiny_tree(tmp_path / "b", {}, config={"enabled_plugins": "good"})
     assert any("enabled_plugins: expected a list" in e for e in load_catalog(bad).errors)
+
+
+# ---- issue 17: accelerator profiles, Wan2GP's LoRA URL cache, module_source, files model code fetches ---------
+
+LIGHTNING = "https://huggingface.co/DeepBeepMeep/Wan2.2/resolve/main/loras_accelerators/lightx2v_4step_1217.safetensors"
+FUSIONX = (
+    "https://huggingface.co/DeepBeepMeep/Wan2.1/resolve/main/loras_accelerators/Wan2.1_T2V_14B_FusionX.safetensors"
+)
+
+
+def profile_tree(tmp_path: Path, *, cache: dict[str, str] | None = None) -> Path:
+    """t2v_2_2 (profiles in profiles/wan_2_2) and t2v (profiles/wan), one profile each and a broken one."""
+    wan = tiny_tree(
+        tmp_path,
+        {
+            "t2v_2_2": {
+                "name": "Wan 2.2",
+                "architecture": "t2v_2_2",
+                "URLs": [f"{HF}/DeepBeepMeep/Wan2.2/resolve/main/t22.safetensors"],
+            }
+        },
+    )
+    (wan / "profiles" / "wan_2_2").mkdir(parents=True)
+    (wan / "profiles" / "wan").mkdir()
+    lightning = {"activated_loras": [LIGHTNING, f"{LIGHTNING}|styles"], "loras_multipliers": "1;0 0;1"}
+    (wan / "profiles" / "wan_2_2" / "Lightning 4 Steps.json").write_text(json.dumps(lightning))
+    (wan / "profiles" / "wan_2_2" / "Broken.json").write_text('{"activated_loras": [],\n}\t"x": 1')
+    (wan / "profiles" / "wan" / "FusioniX t2v - 10 Steps.json").write_text(json.dumps({"activated_loras": [FUSIONX]}))
+    if cache is not None:
+        (wan / "loras_url_cache_v2.json").write_text(json.dumps(cache, indent=4))
+    return wan
+
+
+def test_profiles_are_listed_per_model_with_their_loras_where_wan2gp_puts_them(tmp_path: Path) -> None:
+    catalog = load_catalog(profile_tree(tmp_path))
+    t22 = catalog.models["t2v_2_2"]
+    [profile] = t22.profiles
+    assert profile.name == "wan_2_2/Lightning 4 Steps" and not profile.used and not profile.included
+    # Wan2GP's get_lora_local_path: <lora dir>/<basename>, or <lora dir>/<subdir>/<basename> for URL|subdir.
+    assert [f.local for f in profile.files] == [
+        "loras/wan/lightx2v_4step_1217.safetensors",
+        "loras/wan/styles/lightx2v_4step_1217.safetensors",
+    ]
+    assert [p.name for p in catalog.models["t2v"].profiles] == ["wan/FusioniX t2v - 10 Steps"]
+    # Listed only: a profile nobody picked adds nothing to what the model needs.
+    assert not [f for f in t22.files if f.role in ("profile_lora", "used_lora")]
+    # The shipped Lightning profile that is not valid JSON is skipped and named, not fatal.
+    assert any("Broken.json" in e and "skipped" in e for e in catalog.errors)
+
+
+def test_loras_wan2gp_has_recorded_are_kept_and_their_profile_counts_as_used(tmp_path: Path) -> None:
+    cache = {
+        "loras/wan|lightx2v_4step_1217.safetensors": LIGHTNING,
+        "loras\\wan|styles/lightx2v_4step_1217.safetensors": LIGHTNING,  # Wan2GP on Windows joins with a backslash
+        "loras/wan|my_style.safetensors": f"{HF}/Someone/Styles/resolve/main/my_style.safetensors",
+        "loras/wan|civitai.safetensors": "https://civitai.com/api/download/models/1",
+        "loras/flux|other_family.safetensors": f"{HF}/O/R/resolve/main/other_family.safetensors",
+    }
+    catalog = load_catalog(profile_tree(tmp_path, cache=cache))
+    t22 = catalog.models["t2v_2_2"]
+    assert t22.profiles[0].used
+    used = {f.local: f.role for f in t22.files if f.role in ("used_lora", "profile_lora")}
+    assert used == {
+        "loras/wan/lightx2v_4step_1217.safetensors": "used_lora",
+        "loras/wan/styles/lightx2v_4step_1217.safetensors": "used_lora",
+        "loras/wan/my_style.safetensors": "used_lora",
+    }, "Hub URLs of this family's LoRA folder only (Wan2GP fetches other hosts itself)"
+    assert "loras/wan/my_style.safetensors" in {f.local for f in catalog.models["t2v"].files}, "same LoRA folder"
+
+
+def test_include_profiles_adds_their_loras_before_anyone_picks_them(tmp_path: Path) -> None:
+    wan = profile_tree(tmp_path)
+    catalog = CatalogLoader(wan, include_profiles=["Lightning*"]).load()
+    t22 = catalog.models["t2v_2_2"]
+    assert t22.profiles[0].included
+    assert {f.local for f in t22.files if f.role == "profile_lora"} == {
+        "loras/wan/lightx2v_4step_1217.safetensors",
+        "loras/wan/styles/lightx2v_4step_1217.safetensors",
+    }
+    assert not [f for f in catalog.models["t2v"].files if f.role == "profile_lora"], "wan/FusioniX not included"
+
+
+def test_module_source_builds_the_modules_locally(tmp_path: Path) -> None:
+    module = [f"{HF}/Org/Mods/resolve/main/vace_module_bf16.safetensors"]
+    wan = tiny_tree(
+        tmp_path,
+        {
+            "builds": {
+                "name": "b",
+                "architecture": "vace_14B",
+                "URLs": "t2v",
+                "modules": [module],
+                "module_source": "ckpts/my_full_vace.safetensors",
+            },
+            "fetches": {"name": "f", "architecture": "vace_14B", "URLs": "t2v", "modules": [module]},
+        },
+    )
+    catalog = load_catalog(wan)
+    assert not [f for f in catalog.models["builds"].files if f.role == "module"]
+    assert "modules: skipped, module_source builds them locally" in catalog.models["builds"].warnings
+    assert [f.local for f in catalog.models["fetches"].files if f.role == "module"] == [
+        "ckpts/vace_module_bf16.safetensors"
+    ]
+    assert catalog.models["builds"].main_files == catalog.models["fetches"].main_files, "the main file is fetched"
+
+
+def test_a_model_whose_code_fetches_unlisted_files_says_so(tmp_path: Path) -> None:
+    wan = tiny_tree(tmp_path, {"kiwi_edit": {"name": "k", "architecture": "kiwi_edit", "URLs": "t2v"}})
+    catalog = load_catalog(wan)
+    assert "kiwi_embedders" in (catalog.models["kiwi_edit"].unlisted or "")
+    assert catalog.models["t2v"].unlisted is None

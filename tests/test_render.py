@@ -298,6 +298,8 @@ def show_result(**model_fields: Any) -> dict[str, Any]:
             "hints": None,
             "visible": True,
             "plugin": None,
+            "profiles": [],
+            "unlisted": None,
             **model_fields,
         },
     }
@@ -325,6 +327,38 @@ def test_models_show_says_why_a_model_is_not_kept_and_its_weak_hints() -> None:
     assert "hidden in Wan2GP's model list" in text
     never = render.models_show(show_result(tracked=None, kept=None), "t2v")
     assert "not kept: nothing says this user needs it" in never
+
+
+def test_models_show_lists_profiles_and_what_cannot_be_known() -> None:
+    lora = "loras/wan_2_2/lightx2v_4step.safetensors"
+    profiles = [
+        {
+            "name": "wan_2_2/Lightning 4 steps",
+            "used": True,
+            "included": False,
+            "files": [
+                {
+                    "local": lora,
+                    "url": "https://huggingface.co/O/R/resolve/main/lightx2v_4step.safetensors",
+                    "present": True,
+                }
+            ],
+        },
+        {
+            "name": "wan_2_2/FusioniX",
+            "used": False,
+            "included": False,
+            "files": [{"local": "loras/wan_2_2/f.safetensors", "url": "https://x/f.safetensors", "present": False}],
+        },
+    ]
+    text = render.models_show(show_result(profiles=profiles, unlisted="kiwi code fetches its embedders"), "t2v_2_2")
+    lines = text.splitlines()
+    assert "not every file can be known: kiwi code fetches its embedders" in lines
+    at = lines.index("accelerator profiles (2; `wangpctl add t2v_2_2 --with-profile NAME`):")
+    assert lines[at + 1 :] == [
+        "  wan_2_2/Lightning 4 steps: 1/1 LoRA(s) on disk (picked in Wan2GP, kept)",
+        "  wan_2_2/FusioniX: 0/1 LoRA(s) on disk",
+    ]
 
 
 def test_models_show_puts_errors_and_warnings_before_the_files() -> None:

@@ -218,12 +218,28 @@ def queue(ctx: Ctx, states: tuple[str, ...], model: str | None, page_size: int, 
 @click.option("--priority", type=int, default=0, help="Higher runs first.")
 @click.option("--all-variants", is_flag=True, help="For model types: every variant, not only Wan2GP's choice.")
 @click.option("--dry-run", is_flag=True, help="For model types: say what would be queued, queue nothing.")
-def add(ctx: Ctx, what: tuple[str, ...], target: str | None, priority: int, all_variants: bool, dry_run: bool) -> None:
+@click.option(
+    "--with-profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME",
+    help="For model types: also the LoRAs of this accelerator profile (a name or glob, see `models show`).",
+)
+def add(
+    ctx: Ctx,
+    what: tuple[str, ...],
+    target: str | None,
+    priority: int,
+    all_variants: bool,
+    dry_run: bool,
+    profiles: tuple[str, ...],
+) -> None:
     """Queue model types (their missing files) or single files by HuggingFace URL.
 
     \b
     wangpctl add t2v i2v_2_2           # the missing files of two models
     wangpctl add 'vace_*' --dry-run    # what it would cost
+    wangpctl add t2v_2_2 --with-profile 'Lightning*'
     wangpctl add https://huggingface.co/Org/Repo/resolve/main/file.safetensors
     """
     urls = [item for item in what if "://" in item]
@@ -233,9 +249,12 @@ def add(ctx: Ctx, what: tuple[str, ...], target: str | None, priority: int, all_
         if dry_run:
             raise click.UsageError("--dry-run applies to model types, not URLs")
         results["files"] = [ctx.call("queue.add", url=url, target=target, priority=priority) for url in urls]
+    if profiles and not models:
+        raise click.UsageError("--with-profile applies to model types")
     if models:
+        extra = {"profiles": list(profiles)} if profiles else {}
         results["models"] = ctx.call(
-            "models.add", types=models, all_variants=all_variants, dry_run=dry_run, priority=priority
+            "models.add", types=models, all_variants=all_variants, dry_run=dry_run, priority=priority, **extra
         )
 
     ctx.out(results, render.add)

@@ -270,6 +270,8 @@ def models_show(r: dict[str, Any], model_type: str) -> str:
         lines.append("hidden in Wan2GP's model list (visible: false)")
     if model.get("plugin"):
         lines.append(f"from Wan2GP plugin: {model['plugin']}")
+    if model.get("unlisted"):
+        lines.append(f"not every file can be known: {model['unlisted']}")
     rows = [
         [
             f["status"],
@@ -281,6 +283,15 @@ def models_show(r: dict[str, Any], model_type: str) -> str:
         for f in r["files"]
     ]
     lines.append(fmt.table(["STATUS", "SIZE", "LOCAL", "REPO", "ROLE"], rows, right=(1,)))
+    profiles = model.get("profiles") or []
+    if profiles:
+        lines.append(f"accelerator profiles ({len(profiles)}; `wangpctl add {model_type} --with-profile NAME`):")
+        for profile in profiles:
+            present = sum(1 for f in profile["files"] if f["present"])
+            why = "picked in Wan2GP, kept" if profile["used"] else "included by config" if profile["included"] else ""
+            lines.append(
+                f"  {profile['name']}: {present}/{len(profile['files'])} LoRA(s) on disk" + (f" ({why})" if why else "")
+            )
     return "\n".join(lines)
 
 

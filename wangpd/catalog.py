@@ -13,6 +13,7 @@ without re-reading the unchanged files; :func:`load_catalog` is the one-shot for
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import posixpath
@@ -22,14 +23,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from wangpd.errors import DefinitionError
 from wangpd.handler_table import (
     HandlerFile,
     HandlerTable,
     load_handler_table,
 )
 from wangpd.layout import Layout
-from wangpd.models import DEFAULT_SETTINGS, ModelDef, WanSettings, WantedFile
+from wangpd.models import DEFAULT_SETTINGS, ModelDef, Profile, WanSettings, WantedFile
 from wangpd.paths import read_regular
+from wangpd.profiles import ProfileFile, read_profiles, read_url_cache
 from wangpd.resolver import OPTIONAL_URL_KEYS, MergedDef, Resolver, json_kind, norm
 
 __all__ = [
@@ -42,7 +45,7 @@ __all__ = [
 MAX_DEFINITION_BYTES = 16 << 20  # the largest definition of 2026 is 12 KB; a 16 MB one is not Wan2GP's
 MAX_JSON_DEPTH = 64
 _URL_LIST_KEYS = ("URLs", "URLs2", "preload_URLs", "loras", "text_encoder_URLs", "VAE_URLs")
-_TEXT_KEYS = ("name", "architecture", "text_encoder_folder", "source", "source2")
+_TEXT_KEYS = ("name", "architecture", "text_encoder_folder", "source", "source2", "module_source", "module_source2")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,11 +241,15 @@ class CatalogLoader:
         handler_files: Sequence[Path] = (),
         all_variants: bool = False,
         config_dir: Path | None = None,
+        include_profiles: Sequence[str] = (),
     ) -> None:
+        """``include_profiles``: globs of profile names (``wan_2_2/Lightning*``) whose LoRAs are part of their
+        models' files, as if the user had picked them."""
         self.wan2gp_dir = Path(wan2gp_dir)
         self.config_dir = Path(config_dir) if config_dir is not None else self.wan2gp_dir
         self.handler_files = tuple(Path(p) for p in handler_files)
         self.all_variants = all_variants
+        self.include_profiles = tuple(include_profiles)
         self._sources: dict[Path, _Source] = {}
 
     def _definition_paths(self, settings: WanSettings, errors: list[str]) -> list[tuple[Path, str | None]]:
@@ -318,6 +325,13 @@ class CatalogLoader:
 
         resolver = Resolver(defs, table, settings, self.all_variants)
         models = {model_type: resolver.resolve(defs[model_type]) for model_type in sorted(defs)}
+        profiles, problems = read_profiles(self.wan2gp_dir, [d for dirs in table.profiles.values() for d in dirs])
+        errors.extend(problems)
+        # Wan2GP writes its LoRA URL cache in the folder it runs in: its own, not a --config folder.
+        used, problems = read_url_cache(self.wan2gp_dir)
+        errors.extend(problems)
+        extras = _Extras(resolver, table, settings, profiles, used, self.include_profiles)
+        models = {t: extras.add(defs[t], model) for t, model in models.items()}
         features = {
             feature.feature: tuple(
                 replace(resolver.from_handler(item, role="optional", lora_dir=""), optional=True)
@@ -333,6 +347,65 @@ class CatalogLoader:
             errors=tuple(errors),
             all_variants=self.all_variants,
             optional_features=features,
+        )
+
+
+class _Extras:
+    """Adds to resolved models what Wan2GP fetches at generation rather than at load: the LoRAs of their
+    accelerator profiles (listed; wanted when picked or included) and the LoRAs its URL cache says were picked."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        table: HandlerTable,
+        settings: WanSettings,
+        profiles: Mapping[str, list[ProfileFile]],
+        used: Mapping[str, Mapping[str, str]],
+        include: Sequence[str],
+    ) -> None:
+        self.resolver, self.table, self.settings = resolver, table, settings
+        self.profiles, self.used, self.include = profiles, used, include
+
+    def _lora(self, d: MergedDef, key: str, url: str, relative: str | None, role: str, lora_dir: str) -> WantedFile:
+        folder = posixpath.dirname(relative) if relative else ""
+        raw = f"{url}|{folder}" if folder else url
+        return self.resolver.from_url(d, key, raw, role=role, lora_dir=lora_dir, lora=True)
+
+    def add(self, d: MergedDef, model: ModelDef) -> ModelDef:
+        unlisted = self.table.unlisted.get(model.architecture or "")
+        if model.error is not None:
+            return replace(model, unlisted=unlisted)
+        folder = posixpath.join(self.settings.loras_root, model.lora_dir).removeprefix("./")
+        picked = self.used.get(folder, {})
+        picked_urls = set(picked.values())
+        warnings = list(model.warnings)
+        extra: list[WantedFile] = []
+        profiles = []
+        for directory in self.table.profiles.get(model.architecture or "", ()):
+            for profile in self.profiles.get(directory, ()):
+                files = []
+                for url in profile.urls:
+                    try:
+                        files.append(self._lora(d, f"{profile.path}", url, None, "profile_lora", model.lora_dir))
+                    except DefinitionError as exc:
+                        warnings.append(f"profile {profile.name}: {exc}")
+                used = bool(files) and all(f.url in picked_urls for f in files)
+                stem = profile.name.split("/", 1)[1]
+                included = any(fnmatch.fnmatchcase(n, g) for g in self.include for n in (profile.name, stem))
+                profiles.append(Profile(profile.name, tuple(files), used=used, included=included))
+                if included:
+                    extra.extend(files)
+        for relative, url in sorted(picked.items()):
+            try:
+                wanted = self._lora(d, "loras_url_cache_v2.json", url, relative, "used_lora", model.lora_dir)
+            except DefinitionError:
+                continue  # a URL Wan2GP cannot fetch either
+            if wanted.repo is not None:  # other hosts: Wan2GP fetches those itself (hub.allowed_hosts is per job)
+                extra.append(wanted)
+        have = {f.local for f in model.files}
+        added = tuple(f for f in dict((f.local, f) for f in extra).values() if f.local not in have)
+        return replace(
+            model, files=model.files + added, profiles=tuple(profiles), unlisted=unlisted, warnings=tuple(warnings)
         )
 
 

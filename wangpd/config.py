@@ -208,6 +208,8 @@ class AutoQueueConfig:
     max_auto_bytes: int = 50 * 1000**3
     require_approval: bool = False  # hold every automatic batch until `wangpctl approve`
     use_traces: bool = True  # keep what Wan2GP says this user uses: transformer_types, outputs' metadata, queue.zip
+    # Accelerator profiles (globs on "<profiles dir>/<name>") whose LoRAs kept models get, as if picked in Wan2GP.
+    include_profiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -505,6 +507,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "max_auto_bytes": parse_size,
         "require_approval": _bool,
         "use_traces": _bool,
+        "include_profiles": _str_list,
     },
 }
 

@@ -262,12 +262,22 @@ class Control:
         return await self.daemon.keeper.model_show(type, all_variants)
 
     async def models_add(
-        self, types: list, all_variants: bool = False, dry_run: bool = False, priority: int = 0
+        self,
+        types: list,
+        all_variants: bool = False,
+        dry_run: bool = False,
+        priority: int = 0,
+        profiles: list | None = None,
     ) -> dict[str, Any]:
-        """Queue the missing files of these model types (globs allowed); they are then kept complete."""
+        """Queue the missing files of these model types (globs allowed); they are then kept complete. profiles:
+        names or globs of their accelerator profiles whose LoRAs are queued too."""
         if not all(isinstance(t, str) and t for t in types):
             raise InvalidParams("types must be a list of model type names")
-        return await self.daemon.keeper.add_models(types, all_variants=all_variants, dry_run=dry_run, priority=priority)
+        if profiles is not None and not all(isinstance(p, str) and p for p in profiles):
+            raise InvalidParams("profiles must be a list of profile names or globs")
+        return await self.daemon.keeper.add_models(
+            types, all_variants=all_variants, dry_run=dry_run, priority=priority, profiles=profiles or []
+        )
 
     async def models_drop(self, types: list) -> dict[str, Any]:
         """Take model types (globs allowed) out of the keep-set: their jobs stop, nothing is fetched for them

@@ -19,6 +19,8 @@ partial table with the same keys, merged like this:
 ``optional_features``  a feature with the same ``feature`` name is replaced, others appended
 ``deprecated``         appended (names are never planned)
 ``renames``            merged by old name (Wan2GP renames the old file at its start: the old name counts as the new)
+``profiles``           merged by architecture: the ``profiles/<dir>`` folders of its accelerator profiles
+``unlisted``           merged by architecture: why its model code fetches files no table lists (said per model)
 =====================  =====================================================================================
 """
 
@@ -194,6 +196,10 @@ class HandlerTable:
     deprecated: frozenset[str]
     # old file name -> the name Wan2GP renames it to at its start (in any checkpoints root).
     renames: Mapping[str, str] = field(default_factory=dict)
+    # architecture -> its handler's profiles_dir: the folders under profiles/ that hold its accelerator profiles.
+    profiles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # architecture -> why its model code downloads files by itself, beyond any list (shown in `models show`).
+    unlisted: Mapping[str, str] = field(default_factory=dict)
     arch_source: Mapping[str, Path] = field(default_factory=dict, repr=False, compare=False)
 
     def core_files_for(self, settings: Mapping[str, Any]) -> list[HandlerFile]:
@@ -447,6 +453,8 @@ _TOP_KEYS = {
     "optional_features",
     "deprecated",
     "renames",
+    "profiles",
+    "unlisted",
 }
 
 # Parsed tables, keyed by (path, mtime_ns, size) of every source: the watcher reloads the catalog often and the
@@ -480,6 +488,8 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
     features: dict[str, OptionalFeature] = {}
     deprecated: set[str] = set()
     renames: dict[str, str] = {}
+    profiles: dict[str, tuple[str, ...]] = {}
+    unlisted: dict[str, str] = {}
 
     for index, path in enumerate(paths):
         check = _Checker(path)
@@ -532,6 +542,14 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
             if not old_name or not new_name or "/" in old_name + new_name or old_name == new_name:
                 raise check.fail(f"renames.{old}", "expected one file name renamed to another (no folders)")
             renames[old_name] = new_name
+        for arch_name, folders in check.mapping(data.get("profiles") or {}, "profiles").items():
+            where = f"profiles.{arch_name}"
+            names = [check.text(item, where) or "" for item in check.seq(folders, where)]
+            if not all(safe_relative(name) and "/" not in name for name in names):
+                raise check.fail(where, "expected folder names under profiles/ (no paths)")
+            profiles[str(arch_name)] = tuple(names)
+        for arch_name, why in check.mapping(data.get("unlisted") or {}, "unlisted").items():
+            unlisted[str(arch_name)] = check.text(why, f"unlisted.{arch_name}") or ""
 
     # References between entries are checked once everything is merged: an extra may add the encoder it uses.
     for name, arch in archs.items():
@@ -557,6 +575,8 @@ def load_handler_table(extra: Sequence[Path] = (), *, base: Path | None = None) 
         optional_features=tuple(features.values()),
         deprecated=frozenset(deprecated),
         renames=renames,
+        profiles=profiles,
+        unlisted=unlisted,
         arch_source=arch_source,
     )
     if len(_CACHE) > 8:

@@ -25,7 +25,7 @@ from wangpd.config import Config
 from wangpd.errors import InvalidParams, NotFound
 from wangpd.events import EventBus
 from wangpd.layout import Layout
-from wangpd.models import ACTIVE, DEFAULT_SETTINGS, Job, JobSpec, JobState, KeepEntry, WantedFile
+from wangpd.models import ACTIVE, DEFAULT_SETTINGS, Job, JobSpec, JobState, KeepEntry, ModelDef, WantedFile
 from wangpd.paths import disk_free
 from wangpd.planner import Plan, PlannedFile, plan, plan_to_json, scan_present
 from wangpd.sources import Sources
@@ -85,8 +85,11 @@ class Keeper:
         self._announced: set[tuple[str, str | None]] = set()
 
     def reconfigure(self, config: Config) -> None:
-        if config.wan2gp != self.config.wan2gp:
-            self._loaders.clear()  # another folder or handler table: start from scratch
+        if (
+            config.wan2gp != self.config.wan2gp
+            or config.auto_queue.include_profiles != self.config.auto_queue.include_profiles
+        ):
+            self._loaders.clear()  # another folder, handler table or set of profiles: start from scratch
         self.config = config
 
     def _loader(self, all_variants: bool) -> CatalogLoader:
@@ -96,6 +99,7 @@ class Keeper:
                 handler_files=self.config.wan2gp.handler_files,
                 all_variants=all_variants,
                 config_dir=self.config.wan2gp.settings_dir,
+                include_profiles=self.config.auto_queue.include_profiles,
             )
         return self._loaders[all_variants]
 
@@ -507,6 +511,8 @@ class Keeper:
             "visible": model.visible,
             "plugin": model.plugin,
             "alternatives": [w.local for w in model.alternatives],
+            "profiles": await asyncio.to_thread(_profiles_json, model, catalog.wan2gp_dir),
+            "unlisted": model.unlisted,
         }
         return data
 
@@ -679,15 +685,24 @@ class Keeper:
         return plan_to_json(await self._planned(catalog, selected))
 
     async def add_models(
-        self, patterns: Sequence[str], *, all_variants: bool, dry_run: bool, priority: int
+        self,
+        patterns: Sequence[str],
+        *,
+        all_variants: bool,
+        dry_run: bool,
+        priority: int,
+        profiles: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Queue the missing files of the given model types (globs allowed); they join the keep-set (manual)."""
+        """Queue the missing files of the given model types (globs allowed); they join the keep-set (manual).
+        ``profiles``: names or globs of their accelerator profiles whose LoRAs are queued with them."""
         if not patterns:
             raise InvalidParams("name at least one model type")
         catalog, _ = await self.current(all_variants or None)
         selected = self._select(catalog, patterns)
         broken = [f"{t}: {catalog.models[t].error}" for t in selected if catalog.models[t].error]
         usable = [t for t in selected if not catalog.models[t].error]
+        if profiles:
+            catalog = _with_profiles(catalog, usable, profiles)
         one = await self._planned(catalog, usable)
         jobs = {self._local_of(job.target): job.state for job in self.store.list_jobs()}
         missing = [
@@ -872,6 +887,44 @@ def _unused_json(found: prune.Survey, rows: Sequence[prune.Unused], *, dry_run: 
         "removable": len(removable),
         "by_reason": by_reason,
     }
+
+
+def _with_profiles(catalog: Catalog, model_types: Sequence[str], patterns: Sequence[str]) -> Catalog:
+    """``catalog`` with the LoRAs of the named profiles added to those models' files (``add --with-profile``).
+    Raises NotFound for a pattern no profile of theirs matches."""
+    models = dict(catalog.models)
+    for pattern in patterns:
+        hits = 0
+        for model_type in model_types:
+            model = models[model_type]
+            chosen = [
+                p
+                for p in model.profiles
+                if fnmatch.fnmatchcase(p.name, pattern) or fnmatch.fnmatchcase(p.name.split("/", 1)[1], pattern)
+            ]
+            have = {f.local for f in model.files}
+            extra = tuple(f for p in chosen for f in p.files if f.local not in have)
+            models[model_type] = replace(model, files=model.files + tuple(dict((f.local, f) for f in extra).values()))
+            hits += len(chosen)
+        if not hits:
+            raise NotFound(
+                f"no accelerator profile of {', '.join(model_types)} matches {pattern!r} "
+                f"(see `wangpctl models show {model_types[0] if model_types else 'TYPE'}`)"
+            )
+    return replace(catalog, models=models)
+
+
+def _profiles_json(model: ModelDef, root: Path) -> list[dict[str, Any]]:
+    """A model's accelerator profiles with their LoRAs and whether each is on disk (blocking: a stat each)."""
+    return [
+        {
+            "name": profile.name,
+            "used": profile.used,
+            "included": profile.included,
+            "files": [{"local": f.local, "url": f.url, "present": (root / f.local).is_file()} for f in profile.files],
+        }
+        for profile in model.profiles
+    ]
 
 
 def _size_on_disk(path: Path) -> int | None:

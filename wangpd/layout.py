@@ -120,7 +120,8 @@ class Layout:
         the whole Wan2GP folder with its venv and outputs: never watched recursively)."""
         root = self.root
         # plugins/ as a whole: a plugin enabled later, or its plugin_info.json edited, changes the definitions.
-        recursive = [*self.definition_dirs(), root / PLUGINS_DIR, root / self.settings.loras_root]
+        # profiles/: a Wan2GP update that adds an accelerator profile changes what models show (and may include).
+        recursive = [*self.definition_dirs(), root / PLUGINS_DIR, root / "profiles", root / self.settings.loras_root]
         recursive += [root / r for r in self.settings.checkpoints_paths if (root / r).resolve() != root.resolve()]
         shallow = (root,) if self.config_dir is None else tuple(dict.fromkeys((root, self.config_dir)))
         return WatchTargets(recursive=tuple(dict.fromkeys(recursive)), shallow=shallow)

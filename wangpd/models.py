@@ -33,6 +33,7 @@ __all__ = [
     "JobState",
     "Made",
     "ModelDef",
+    "Profile",
     "WanSettings",
     "WantedFile",
 ]
@@ -287,6 +288,22 @@ class ModelDef:
     visible: bool = True
     #: the enabled Wan2GP plugin whose definition folder defines it (None: defaults/ or finetunes/)
     plugin: str | None = None
+    #: its accelerator profiles (``profiles/<dir>/*.json``): LoRAs Wan2GP fetches when the user picks one
+    profiles: tuple[Profile, ...] = ()
+    #: why some files its model code fetches by itself cannot be listed (None: every file is known)
+    unlisted: str | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One accelerator profile of a model: ``files`` are its LoRAs where Wan2GP puts them. ``used``: Wan2GP's
+    LoRA URL cache names every one of them (the user picked it); ``included``: ``auto_queue.include_profiles``
+    names it. Either makes its files part of the model's files."""
+
+    name: str  # <profiles dir>/<file stem>
+    files: tuple[WantedFile, ...]
+    used: bool = False
+    included: bool = False
 
 
 # ---- the keep-set ----------------------------------------------------------------------------------------------------

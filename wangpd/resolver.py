@@ -365,7 +365,12 @@ class Resolver:
             if number == 1:
                 self._side_files(d, out, arch, lora_dir, handler_files)
 
-        for group, urls in self.modules(d):
+        # Wan2GP extracts the modules from a local model named by module_source (download_models skips file type 1
+        # then; modules are loaded as submodel 1 whatever URLs list they pair with, so module_source2 does not).
+        module_groups = [] if model.get("module_source") else self.modules(d)
+        if model.get("module_source") and model.get("modules"):
+            warnings.append("modules: skipped, module_source builds them locally")
+        for group, urls in module_groups:
             choices = [self.from_url(d, "modules", u, role="module", lora_dir=lora_dir) for u in urls]
             self.variants(out, choices, group, quant, dtype)
             out.group(group, "module", choices, own=group.startswith(f"{d.model_type}:"))
