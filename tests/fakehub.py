@@ -70,6 +70,7 @@ class Fault:
     length_delta: int = 0  # lie in Content-Length by this many bytes
     redirect_loop: bool = False  # answer 302 to the same URL (a misconfigured CDN or mirror)
     redirect_to: str | None = None  # answer 302 to this URL (a hostile or broken CDN)
+    where: int | None = None  # only a request whose bytes include this file offset (one segment of many)
 
 
 @dataclass
@@ -126,9 +127,10 @@ class FakeFile:
         """The whole file (only for small files)."""
         return b"".join(self.iter_range(0, self.size))
 
-    def take_fault(self, on: str) -> Fault | None:
+    def take_fault(self, on: str, start: int = 0, end: int | None = None) -> Fault | None:
         for fault in self.faults:
-            if fault.on == on and fault.times > 0:
+            covered = fault.where is None or start <= fault.where < (self.size if end is None else end)
+            if fault.on == on and fault.times > 0 and covered:
                 fault.times -= 1
                 return fault
         return None
@@ -173,6 +175,11 @@ class FakeHub:
         self.cdn = ""
         self._runners: list[web.AppRunner] = []
         self._closing: asyncio.Event | None = None
+        # Bytes/s of each response's body, 0 = as fast as it goes: what users see of the HuggingFace CDN, about
+        # 40 MB/s per TCP connection (huggingface_hub #2658), whatever the line.
+        self.per_connection_rate = 0
+        self.active = 0  # bodies being sent right now, and the most at once: how many connections a client used
+        self.max_active = 0
 
     # -- registration ---------------------------------------------------------------------------------------
     def add_repo(self, repo: str, *, private: bool = False, gated: bool = False) -> _Repo:
@@ -344,7 +351,8 @@ class FakeHub:
         return await self._send_bytes(request, fake, {"ETag": f'"{fake.sha256}"', "Accept-Ranges": "bytes"})
 
     async def _send_bytes(self, request: web.Request, fake: FakeFile, headers: dict[str, str]) -> web.StreamResponse:
-        fault = fake.take_fault("body") if request.method == "GET" else None
+        asked = _parse_range(request.headers.get("Range", ""), fake.size) if request.headers.get("Range") else None
+        fault = fake.take_fault("body", *(asked or (0, fake.size))) if request.method == "GET" else None
         if fault is not None and fault.redirect_loop:
             fault.times += 1  # every hop of the loop counts as the same fault
             return web.Response(status=302, headers={"Location": str(request.url)})
@@ -374,9 +382,33 @@ class FakeHub:
         await response.prepare(request)
         if request.method == "HEAD":
             return response
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._body(request, response, fake, fault, start, end, length)
+        finally:
+            self.active -= 1
+
+    async def _body(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        fake: FakeFile,
+        fault: Fault | None,
+        start: int,
+        end: int,
+        length: int,
+    ) -> web.StreamResponse:
         sent = 0
         limit = min(end - start, max(0, length))
-        for piece in fake.iter_range(start, start + limit):
+        rate, began = self.per_connection_rate, asyncio.get_running_loop().time()
+        step = max(16 * 1024, rate // 50) if rate else _BLOCK  # paced in 20 ms steps under a cap
+        for piece in fake.iter_range(start, start + limit, step):
+            if rate:
+                due = began + sent / rate
+                delay = due - asyncio.get_running_loop().time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             if (
                 fault is not None
                 and fault.flip_at is not None

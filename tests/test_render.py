@@ -185,6 +185,20 @@ def test_job_show_lists_every_field_in_order() -> None:
     assert [line.split()[0] for line in lines] == list(record)
 
 
+def test_job_show_draws_the_pieces_of_a_segmented_download() -> None:
+    record = job(7, "downloading")
+    record["segments"] = [
+        {"start": 0, "end": 64 * MIB, "done": 16 * MIB},
+        {"start": 64 * MIB, "end": 128 * MIB, "done": 64 * MIB},
+    ]
+    lines = render.job_show(checked(record, "job")).splitlines()
+    at = lines.index("segments     2 connection(s)")
+    assert lines[at + 1 :] == [
+        "         0 B -   64.0 MiB   25.0% of 64.0 MiB",
+        "    64.0 MiB -  128.0 MiB  100.0% of 64.0 MiB",
+    ]
+
+
 # ---- models, plan ------------------------------------------------------------------------------------------------
 
 

@@ -184,7 +184,19 @@ def job_changed(job: dict[str, Any], past: str) -> str:
 
 
 def job_show(job: dict[str, Any]) -> str:
-    return "\n".join(f"{key:12} {value}" for key, value in job.items())
+    """Every field, one a line; a segmented download's pieces as a small table after them."""
+    lines = [f"{key:12} {value}" for key, value in job.items() if key != "segments"]
+    segments = job.get("segments") or []
+    if segments:
+        lines.append(f"{'segments':12} {len(segments)} connection(s)")
+        for piece in segments:
+            length = piece["end"] - piece["start"]
+            share = piece["done"] / length if length else 1.0
+            lines.append(
+                f"  {fmt.bytes_(piece['start']):>10} - {fmt.bytes_(piece['end']):>10}  {share:6.1%} of "
+                f"{fmt.bytes_(length)}"
+            )
+    return "\n".join(lines)
 
 
 def job_priority(job: dict[str, Any]) -> str:

@@ -381,6 +381,10 @@ class Daemon:
         """Bytes/s of all transfers now (live from the engine; the store's copy lags by a progress interval)."""
         return int(self.engine.total_speed()) if self.engine is not None else 0
 
+    def segments_of(self, job_id: int) -> list[tuple[int, int, int]] | None:
+        """The running pieces of a segmented download, (start, end, position) each; None when it has none."""
+        return self.engine.segments.get(job_id) if self.engine is not None else None
+
     def limit_info(self) -> dict[str, Any]:
         return self.bandwidth.info()
 

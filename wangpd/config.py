@@ -188,6 +188,11 @@ class DownloadConfig:
     min_speed: int = 1024
     chunk_size: int = 1024 * 1024
     schedule: tuple[ScheduleWindow, ...] = ()
+    # A file of at least two segments goes over several connections at once (CDNs cap each connection's speed).
+    connections_per_file: int = 8
+    segment_size: int = 64 * 1024 * 1024
+    # Open connections of all transfers together, to stay polite with several files at once.
+    max_connections: int = 16
 
 
 @dataclass(frozen=True)
@@ -491,6 +496,9 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "min_speed": parse_rate,
         "chunk_size": parse_size,
         "schedule": _schedule,
+        "connections_per_file": _int(1, 32),
+        "segment_size": parse_size,
+        "max_connections": _int(1, 256),
     },
     "watch": {
         "enabled": _bool,

@@ -122,7 +122,14 @@ class Control:
         }
 
     async def job_show(self, id: int | str) -> dict[str, Any]:
-        return self.store.get_job(_job_id(id)).to_dict()
+        """Every field of a job; while a segmented download runs, its pieces (start, end, bytes done) too."""
+        job = self.store.get_job(_job_id(id)).to_dict()
+        running = self.daemon.segments_of(job["id"])
+        if running is not None:
+            job["segments"] = [
+                {"start": start, "end": end, "done": position - start} for start, end, position in sorted(running)
+            ]
+        return job
 
     async def limit_get(self) -> dict[str, Any]:
         return self.daemon.limit_info()

@@ -13,6 +13,7 @@ event loop and the two overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -34,6 +35,16 @@ from wangpd.hfurl import file_name_of, same_origin
 from wangpd.hub import parse_retry_after
 from wangpd.limiter import RateLimiter
 from wangpd.models import FileMeta
+from wangpd.segments import (
+    Assignment,
+    Ranges,
+    Scheduler,
+    append_log,
+    log_path,
+    read_log,
+    remove_log,
+    write_log,
+)
 from wangpd.units import format_bytes
 
 __all__ = ["Downloaded", "Progress", "download", "open_session", "url_metadata"]
@@ -167,8 +178,17 @@ async def download(
     chunk_size: int = 1024 * 1024,
     headers: Mapping[str, str] | None = None,
     min_speed: int = 0,
+    connections: int = 1,
+    segment_size: int = 64 << 20,
+    slots: asyncio.Semaphore | None = None,
+    on_segments: Callable[[list[tuple[int, int, int]]], None] | None = None,
 ) -> Downloaded:
     """Download ``meta.location`` into ``dest_incomplete``, resuming what is already there.
+
+    A file of a known size and sha256 of at least two ``segment_size`` pieces, with ``connections`` > 1, is
+    fetched over that many connections at once (:func:`_segmented`); a server that ignores ``Range`` falls back to
+    one stream. ``slots`` caps the connections open over every transfer (each holds one while it streams);
+    ``on_segments`` is told the running pieces, ``(start, end, position)`` each, as they move.
 
     The existing part is re-hashed first so the sha256 covers the whole file, then the rest is requested with
     ``Range``; a server that ignores ``Range`` (200) restarts the file from byte 0. Bytes pass through
@@ -207,15 +227,30 @@ async def download(
         raise
     loop = asyncio.get_running_loop()
     fetched = 0
+    if connections > 1 and size is not None and want_sha256 and size >= 2 * segment_size:
+        part.close()
+        try:
+            return await _segmented(
+                meta, dest_incomplete, size=size, sha256=want_sha256, session=session, limiter=limiter,
+                report=report, stall_timeout=stall_timeout, chunk_size=chunk_size, headers=headers,
+                min_speed=min_speed, connections=connections, segment_size=segment_size, slots=slots,
+                on_segments=on_segments,
+            )  # fmt: skip
+        except _RangeIgnored:
+            log.info("%s: the server ignores Range; one connection, from byte 0", meta.url)
+            await loop.run_in_executor(None, _forget_segments, dest_incomplete, 0)
+        part = _Part(dest_incomplete, size, git_blob_id is not None)
     try:
+        # A part a segmented download left (another connections setting, or a fallback): its gap-free prefix.
+        await loop.run_in_executor(None, _forget_segments, dest_incomplete, None, size, want_sha256)
         start = await loop.run_in_executor(None, part.rehash, size)
         report(start)
         if size is None or start < size:
-            fetched = await _stream(
-                meta, part, session=session, limiter=limiter, report=report, size=size, stall_timeout=stall_timeout,
-                min_speed=min_speed,
-                chunk_size=chunk_size, headers=headers,
-            )  # fmt: skip
+            async with slots if slots is not None else contextlib.nullcontext():
+                fetched = await _stream(
+                    meta, part, session=session, limiter=limiter, report=report, size=size,
+                    stall_timeout=stall_timeout, min_speed=min_speed, chunk_size=chunk_size, headers=headers,
+                )  # fmt: skip
         await loop.run_in_executor(None, part.fsync)
     except OSError as exc:
         if exc.errno in _NO_SPACE:
@@ -386,6 +421,398 @@ async def _stream(
             retryable=True,
         )
     return fetched
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Segmented downloads: one file over several connections
+
+
+class _RangeIgnored(Exception):
+    """The server answered a Range request with the whole file (200): segments are impossible there."""
+
+
+class _LinkExpired(TransferError):
+    """The CDN refuses the signed URL now: the attempt ends so the Hub is asked for a fresh one."""
+
+
+def _forget_segments(part: Path, keep: int | None, size: int | None = None, sha256: str | None = None) -> None:
+    """Turn a segmented part into a single-stream one: keep its gap-free prefix (or ``keep`` bytes), drop the log."""
+    if not log_path(part).exists():
+        return
+    if keep is None:
+        ranges = read_log(part, size, sha256 or "") if size is not None else None
+        keep = ranges.prefix() if ranges is not None else 0
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(part, keep)
+    remove_log(part)
+
+
+class _SegmentedPart:
+    """The part written at offsets by several connections, its log, and the sha256 of its in-order prefix.
+
+    The digest covers bytes in file order: a write that lands right where hashing stands is hashed from memory;
+    one that closes a gap makes the bytes after it contiguous, and those are read back (from the page cache) and
+    hashed. A copy of the digest is kept at every segment boundary, so a repaired piece is re-hashed from its own
+    start, not from byte 0. Its methods run in worker threads.
+    """
+
+    def __init__(self, path: Path, size: int, identity: str, segment_size: int) -> None:
+        self.path, self.size, self.identity, self.segment_size = path, size, identity, segment_size
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ranges = read_log(path, size, identity)
+        if ranges is None:  # a single-stream part: what is there is a gap-free prefix
+            length = os.fstat(self.fd).st_size
+            ranges = Ranges([(0, length)] if 0 < length <= size else [])
+        if ranges.total == 0 or os.fstat(self.fd).st_size > size:
+            os.ftruncate(self.fd, 0)
+            ranges = Ranges()
+        self.ranges = ranges
+        write_log(path, size, identity, ranges)
+        self.log_fd = os.open(log_path(path), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.records = 0
+        self.lock = threading.Lock()  # ranges and the log
+        self.hash_lock = threading.Lock()
+        self.sha256 = hashlib.sha256()
+        self.hashed = 0
+        self.checkpoints: dict[int, Any] = {0: self.sha256.copy()}
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        position = offset
+        while view:
+            written = os.pwrite(self.fd, view, position)
+            position += written
+            view = view[written:]
+        with self.lock:
+            self.ranges.add(offset, position)
+            append_log(self.log_fd, offset, position)  # only after the bytes are the kernel's: a kill loses none
+            self.records += 1
+            if self.records > 4096:  # keep the log short: rewritten merged
+                self._compact()
+        self.advance(offset, data)
+
+    def _compact(self) -> None:
+        write_log(self.path, self.size, self.identity, self.ranges)
+        os.close(self.log_fd)
+        self.log_fd = os.open(log_path(self.path), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.records = 0
+
+    def _hash(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            boundary = (self.hashed // self.segment_size + 1) * self.segment_size
+            take = min(len(view), boundary - self.hashed)
+            self.sha256.update(view[:take])
+            self.hashed += take
+            view = view[take:]
+            if self.hashed == boundary:
+                self.checkpoints[boundary] = self.sha256.copy()
+
+    def advance(self, offset: int | None = None, data: bytes | None = None, *, wait: bool = False) -> None:
+        """Hash whatever is contiguous beyond what is hashed (without waiting for another thread doing it)."""
+        if not self.hash_lock.acquire(blocking=wait):
+            return
+        try:
+            if data is not None and offset == self.hashed:
+                self._hash(data)
+            while True:
+                with self.lock:
+                    prefix = self.ranges.prefix()
+                if self.hashed >= prefix:
+                    return
+                block = os.pread(self.fd, min(_REHASH_BLOCK, prefix - self.hashed), self.hashed)
+                if not block:
+                    return
+                self._hash(block)
+        finally:
+            self.hash_lock.release()
+
+    def rehash_from(self, offset: int) -> str:
+        """The whole file's sha256 again from the checkpoint at or before ``offset`` (after a repair)."""
+        with self.hash_lock:
+            start = max(k for k in self.checkpoints if k <= offset)
+            self.sha256, self.hashed = self.checkpoints[start].copy(), start
+            self.checkpoints = {k: v for k, v in self.checkpoints.items() if k <= start}
+        self.advance(wait=True)
+        return self.sha256.hexdigest()
+
+    def read(self, start: int, end: int) -> bytes:
+        return os.pread(self.fd, end - start, start)
+
+    def overwrite(self, offset: int, data: bytes) -> None:
+        view, position = memoryview(data), offset
+        while view:
+            written = os.pwrite(self.fd, view, position)
+            position += written
+            view = view[written:]
+
+    def finish(self) -> None:
+        """All bytes are there: fsync, and drop the log (a complete part needs none)."""
+        self.advance(wait=True)
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        with self.lock:
+            for fd in (self.fd, self.log_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.fd = self.log_fd = -1
+
+
+async def _fetch_range(
+    meta: FileMeta,
+    piece: Assignment,
+    write: Callable[[int, bytes], Any],
+    *,
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    stall_timeout: float,
+    chunk_size: int,
+    headers: Mapping[str, str] | None,
+    min_speed: int,
+) -> int:
+    """Stream ``[piece.position, piece.end)`` of ``meta.location``, handing ``write(offset, data)`` each chunk;
+    stops early when the piece is shortened (split) under it. Returns the bytes fetched."""
+    loop = asyncio.get_running_loop()
+    url = meta.location
+    on_hub = bool(meta.url) and same_origin(url, meta.url)
+    start = piece.position
+    request_headers = {
+        "Accept-Encoding": "identity",
+        **meta.headers,
+        **(headers or {}),
+        "Range": f"bytes={start}-{piece.end - 1}",
+    }
+    request_headers.pop("If-Range", None)  # a Hub file is named by its sha256: its range cannot change under us
+    fetched = 0
+    buffered: list[bytes] = []
+    buffered_len = 0
+
+    async def flush() -> None:
+        nonlocal buffered, buffered_len
+        if not buffered:
+            return
+        data = b"".join(buffered)
+        buffered, buffered_len = [], 0
+        offset = piece.position
+        data = data[: max(0, piece.end - offset)]  # a split moved the end: the rest is another piece's
+        if data:
+            await write(offset, data)
+            piece.position = offset + len(data)
+
+    try:
+        async with asyncio.timeout(stall_timeout):
+            response, url = await _get_following(
+                session, url, meta.url or url, request_headers, chunk_size, stall_timeout
+            )
+        async with response:
+            if response.status in (401, 403) and not on_hub:
+                raise _LinkExpired(f"{urlsplit(url).hostname}: download link refused ({response.status})")
+            if response.status >= 400:
+                raise _http_error(response.status, url, response.headers, on_hub=on_hub)
+            if response.status == 200:
+                raise _RangeIgnored()
+            match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+            if response.status != 206 or not match or int(match.group(1)) != start:
+                raise TransferError(f"{meta.url}: server sent the wrong byte range", retryable=True)
+            window_start, window_bytes = loop.time(), 0
+            try:
+                while piece.position + buffered_len < piece.end:
+                    rate = limiter.rate
+                    most = chunk_size if not rate else min(chunk_size, max(_MIN_PIECE, rate // 100))
+                    async with asyncio.timeout(stall_timeout):
+                        data = await response.content.read(most)
+                    if not data:
+                        break
+                    fetched += len(data)
+                    await limiter.acquire(len(data))
+                    buffered.append(data)
+                    buffered_len += len(data)
+                    if buffered_len >= chunk_size:
+                        await flush()
+                    window_bytes += len(data)
+                    elapsed = loop.time() - window_start
+                    if min_speed and elapsed >= stall_timeout:
+                        floor = min(min_speed, limiter.rate // 4) if limiter.rate else min_speed
+                        if window_bytes / elapsed < floor:
+                            raise TransferError(
+                                f"{meta.url}: a connection is too slow, {format_bytes(int(window_bytes / elapsed))}"
+                                f"/s over {elapsed:.0f} s; its piece goes to another",
+                                retryable=True,
+                            )
+                        window_start, window_bytes = loop.time(), 0
+            finally:
+                await flush()  # every byte that arrived is kept
+    except TimeoutError:
+        raise TransferError(
+            f"{meta.url}: a connection stalled, no data for {stall_timeout:g} s at byte {piece.position}",
+            retryable=True,
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise TransferError(
+            f"{meta.url}: a connection was lost at byte {piece.position} ({type(exc).__name__})", retryable=True
+        ) from None
+    if piece.position < piece.end:
+        raise TransferError(f"{meta.url}: a connection closed at byte {piece.position}", retryable=True)
+    return fetched
+
+
+async def _segmented(
+    meta: FileMeta,
+    path: Path,
+    *,
+    size: int,
+    sha256: str,
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    report: Progress,
+    stall_timeout: float,
+    chunk_size: int,
+    headers: Mapping[str, str] | None,
+    min_speed: int,
+    connections: int,
+    segment_size: int,
+    slots: asyncio.Semaphore | None,
+    on_segments: Callable[[list[tuple[int, int, int]]], None] | None = None,
+) -> Downloaded:
+    """Fetch the gaps of ``path`` over up to ``connections`` connections, check the whole file's sha256, and on a
+    mismatch find and re-fetch the bad piece (see :func:`_repair`). Raises like :func:`download`."""
+    loop = asyncio.get_running_loop()
+    try:
+        part = await loop.run_in_executor(None, _SegmentedPart, path, size, sha256, segment_size)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(path, exc) from None
+        raise
+    fetched = 0
+    errors: list[TransferError] = []
+    budget = 2 * connections + 2  # dropped or stalled connections in one attempt before it gives up
+    try:
+        await loop.run_in_executor(None, part.advance)  # what a previous attempt left, hashed
+        report(part.ranges.total)
+        scheduler = Scheduler(part.ranges.gaps(size), segment_size)
+
+        async def write(offset: int, data: bytes) -> None:
+            await loop.run_in_executor(None, part.write, offset, data)
+            report(part.ranges.total)
+            if on_segments is not None:
+                on_segments([(a.start, a.end, a.position) for a in scheduler.running])
+
+        async def connection() -> None:
+            nonlocal fetched
+            while (piece := scheduler.next()) is not None:
+                try:
+                    async with slots if slots is not None else contextlib.nullcontext():
+                        fetched += await _fetch_range(
+                            meta, piece, write, session=session, limiter=limiter, stall_timeout=stall_timeout,
+                            chunk_size=chunk_size, headers=headers, min_speed=min_speed,
+                        )  # fmt: skip
+                except _LinkExpired:
+                    raise
+                except TransferError as exc:
+                    if not exc.retryable:
+                        raise
+                    errors.append(exc)
+                    if len(errors) > budget:
+                        raise
+                    log.info("%s; the rest of its piece is fetched again", exc)
+                    await asyncio.sleep(min(5.0, 0.2 * 2 ** min(len(errors), 5)))
+                finally:
+                    scheduler.done(piece)
+
+        missing = size - part.ranges.total
+        count = max(1, min(connections, -(-missing // segment_size)))  # no more connections than pieces
+        await _run_all([connection() for _ in range(count)])
+        if part.ranges.total < size:
+            raise TransferError(f"{meta.url}: got {part.ranges.total} of {size} bytes; will resume", retryable=True)
+        await loop.run_in_executor(None, part.finish)
+        digest = part.sha256.hexdigest()
+        if digest != sha256:
+            repaired, extra = await _repair(
+                meta, part, sha256, session=session, limiter=limiter, stall_timeout=stall_timeout,
+                chunk_size=chunk_size, headers=headers, slots=slots,
+            )  # fmt: skip
+            fetched += extra
+            if not repaired:
+                part.close()
+                path.unlink(missing_ok=True)
+                remove_log(path)
+                raise ChecksumMismatch(
+                    f"{meta.url}: sha256 mismatch (expected {sha256}, got {digest}) and re-fetching every piece did "
+                    "not fix it; the download was discarded"
+                )
+            await loop.run_in_executor(None, part.finish)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(path, exc) from None
+        raise
+    finally:
+        part.close()
+    remove_log(path)
+    return Downloaded(sha256=sha256, size=size, fetched=fetched)
+
+
+async def _run_all(coroutines: list[Any]) -> None:
+    """Run the connections until all end or one fails; a failure stops the others and is raised. A cancel from
+    outside (the job stopped) cancels them all and stays a cancel: never mistaken for a connection's error."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:
+        if task in done and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _repair(
+    meta: FileMeta,
+    part: _SegmentedPart,
+    sha256: str,
+    *,
+    session: aiohttp.ClientSession,
+    limiter: RateLimiter,
+    stall_timeout: float,
+    chunk_size: int,
+    headers: Mapping[str, str] | None,
+    slots: asyncio.Semaphore | None,
+) -> tuple[bool, int]:
+    """The whole-file sha256 is wrong but every byte arrived: a piece was served corrupted. The Hub gives no
+    per-piece hashes, so each piece is fetched again in file order and compared with what is on disk; a piece
+    that differs is rewritten and the digest recomputed from that piece's checkpoint. Stops at the first fix
+    that makes the sha256 right. Returns (fixed, bytes fetched)."""
+    loop = asyncio.get_running_loop()
+    fetched = 0
+    size, step = part.size, part.segment_size
+    for start in range(0, size, step):
+        end = min(size, start + step)
+        received: list[tuple[int, bytes]] = []
+
+        async def keep(offset: int, data: bytes, sink: list[tuple[int, bytes]] = received) -> None:
+            sink.append((offset, data))
+
+        piece = Assignment(start, end, start)
+        async with slots if slots is not None else contextlib.nullcontext():
+            fetched += await _fetch_range(
+                meta, piece, keep, session=session, limiter=limiter, stall_timeout=stall_timeout,
+                chunk_size=chunk_size, headers=headers, min_speed=0,
+            )  # fmt: skip
+        fresh = b"".join(data for _, data in received)
+        on_disk = await loop.run_in_executor(None, part.read, start, end)
+        if fresh == on_disk:
+            continue
+        log.warning("%s: bytes %d-%d were corrupted in transit; re-fetched", meta.url, start, end)
+        await loop.run_in_executor(None, part.overwrite, start, fresh)
+        digest = await loop.run_in_executor(None, part.rehash_from, start)
+        if digest == sha256:
+            return True, fetched
+    return False, fetched
 
 
 MAX_REDIRECTS = 10

@@ -27,6 +27,7 @@ from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.linker import link_into_place
 from wangpd.models import Job, JobState, Made
 from wangpd.paths import PART_SUFFIX, temp_name
+from wangpd.segments import remove_log
 from wangpd.sources import Sources
 from wangpd.store import Store
 
@@ -56,11 +57,15 @@ class Engine:
         self.events = events
         self.sources = sources
         self.limiter = RateLimiter(0)  # the daemon sets the limit in force right after
+        # Connections open at once over every transfer (download.max_connections): each holds one while it streams.
+        self.slots = asyncio.Semaphore(config.download.max_connections)
         self.paused = paused
         self.running: dict[int, asyncio.Task[None]] = {}
         # Job endings the store could not take (its disk full), written by the loop as soon as it can.
         self.unrecorded: dict[int, Callable[[], Any]] = {}
         self.speeds: dict[int, float] = {}
+        # Running pieces of each segmented job, (start, end, position): `wangpctl job show` lists them.
+        self.segments: dict[int, list[tuple[int, int, int]]] = {}
         self._wake = asyncio.Event()
         self._halting: set[asyncio.Task[None]] = set()
         self.layout = layout
@@ -85,6 +90,8 @@ class Engine:
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config applies to the next job (the sources were reconfigured first); running ones go on."""
+        if config.download.max_connections != self.config.download.max_connections:
+            self.slots = asyncio.Semaphore(config.download.max_connections)  # running transfers keep the old one
         self.config = config
         self._wake.set()
 
@@ -179,6 +186,7 @@ class Engine:
                 )
         finally:
             self.speeds.pop(job.id, None)
+            self.segments.pop(job.id, None)
             self.running.pop(job.id, None)
             self._wake.set()
 
@@ -284,6 +292,8 @@ class Engine:
                 expected_sha256=None,
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
+                slots=self.slots,
+                on_segments=lambda running, job_id=job.id: self.segments.__setitem__(job_id, running),
             )
             self.sources.remember(result.meta)
             changed = job.sha256 is not None and result.meta.sha256 is not None and result.meta.sha256 != job.sha256
@@ -312,6 +322,7 @@ class Engine:
                 expected_size=job.size,
                 progress=self._progress(job),
                 on_retry=self._on_retry(job),
+                slots=self.slots,
             )
         if not result.cached:
             self._remember_made(prune.made_blob(result.path, job.repo or job.url, job.id))
@@ -354,6 +365,7 @@ class Engine:
                 config=self.config.download,
                 progress=lambda n, base=done: report(base + n),
                 on_retry=self._on_retry(job),
+                slots=self.slots,
             )
             self.sources.remember(result.meta)
             if not result.cached:
@@ -379,6 +391,7 @@ class Engine:
     def _drop_stale_part(self, repo: str, old_sha256: str) -> None:
         """The part of a version the Hub no longer serves: wangpd's own, of no use any more."""
         part = self.sources.cache.repo_dir(repo) / "blobs" / f"{old_sha256}{PART_SUFFIX}"
+        remove_log(part)  # a segmented part's record of its ranges
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
             log.info("removed the part of the old version: %s", part)

@@ -173,6 +173,8 @@ async def fetch_to_cache(
     on_retry: OnRetry | None = None,
     backoff_base: float = 1.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    slots: asyncio.Semaphore | None = None,
+    on_segments: Callable[[list[tuple[int, int, int]]], None] | None = None,
 ) -> FetchResult:
     """Make ``repo@revision/path`` complete in the HF cache and return its snapshot file.
 
@@ -203,7 +205,7 @@ async def fetch_to_cache(
             found = cache.find_cached(repo, revision, path, meta=file_meta)
             if found is not None:  # another job finished it while we waited
                 return FetchResult(path=found, meta=file_meta, fetched=0, cached=True)
-            have = paths.incomplete.stat().st_size if paths.incomplete.exists() else 0
+            have = _bytes_on_disk(paths.incomplete)
             _check_space(paths.blob.parent, max(0, (file_meta.size or 0) - have), config.free_space_reserve)
             result = await download(
                 file_meta,
@@ -215,6 +217,10 @@ async def fetch_to_cache(
                 stall_timeout=config.stall_timeout,
                 min_speed=config.min_speed,
                 chunk_size=config.chunk_size,
+                connections=config.connections_per_file,
+                segment_size=config.segment_size,
+                slots=slots,
+                on_segments=on_segments,
             )
             snapshot = await asyncio.to_thread(cache.commit_blob, paths.incomplete, file_meta)
         return FetchResult(path=snapshot, meta=file_meta, fetched=result.fetched, cached=False)
@@ -224,6 +230,15 @@ async def fetch_to_cache(
 
 # ---------------------------------------------------------------------------------------------------------------
 # Plain URLs (user finetunes on other hosts)
+
+
+def _bytes_on_disk(path: Path) -> int:
+    """What a part already holds: its blocks, not its length (a segmented part has holes until it is complete)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 0
+    return min(st.st_size, st.st_blocks * 512)
 
 
 def default_url_dir(cache_dir: Path) -> Path:
@@ -265,6 +280,7 @@ async def fetch_url(
     allow_http: bool = False,
     backoff_base: float = 1.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    slots: asyncio.Semaphore | None = None,
 ) -> FetchResult:
     """Download a plain URL from an allowed host to ``url_file_path(url_dir, url)``, like :func:`fetch_to_cache`.
 
@@ -307,6 +323,7 @@ async def fetch_url(
                 stall_timeout=config.stall_timeout,
                 min_speed=config.min_speed,
                 chunk_size=config.chunk_size,
+                slots=slots,  # one connection: a plain URL's file is resumed by its validator, not by ranges
             )
             await asyncio.to_thread(_commit_plain, incomplete, final)
         return FetchResult(path=final, meta=meta, fetched=result.fetched, cached=False)

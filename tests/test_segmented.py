@@ -1,0 +1,220 @@
+"""One file over several connections (issue 14): the bookkeeping, and real transfers against the fake Hub whose CDN
+caps each connection, with dropped, stalled, corrupted and expired segments, a server that ignores Range, and
+shaping over 16 connections. Loopback only; every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_transfer import REPO, Env, run
+
+from fakehub import FakeHub, Fault
+from wangpd.config import DownloadConfig
+from wangpd.segments import Ranges, Scheduler, log_path, read_log, write_log
+
+MIB = 1 << 20
+BIG = "sub/big.safetensors"
+SIZE = 24 * MIB
+SEGMENTED = DownloadConfig(
+    max_attempts=4,
+    backoff_max=0.05,
+    stall_timeout=2.0,
+    chunk_size=256 * 1024,
+    free_space_reserve=0,
+    connections_per_file=4,
+    segment_size=2 * MIB,
+    max_connections=16,
+)
+
+
+# ---- the bookkeeping -----------------------------------------------------------------------------------------
+
+
+def test_ranges_merge_and_gaps() -> None:
+    ranges = Ranges([(10, 20), (30, 40)])
+    ranges.add(20, 30)  # touching: one interval
+    assert list(ranges) == [(10, 40)] and ranges.prefix() == 0
+    ranges.add(0, 5)
+    ranges.add(3, 12)
+    assert list(ranges) == [(0, 40)] and ranges.prefix() == 40
+    ranges.add(50, 60)
+    assert ranges.gaps(70) == [(40, 50), (60, 70)] and ranges.total == 50
+    assert ranges.covers(0, 40) and not ranges.covers(35, 55)
+
+
+def test_scheduler_hands_out_pieces_then_splits_the_largest_running_one() -> None:
+    scheduler = Scheduler([(0, 100 * MIB)], 40 * MIB)
+    a, b, c = scheduler.next(), scheduler.next(), scheduler.next()
+    assert (a.start, a.end, b.start, b.end, c.start, c.end) == (0, 40 * MIB, 40 * MIB, 80 * MIB, 80 * MIB, 100 * MIB)
+    a.position = 39 * MIB  # nearly done
+    c.position = 99 * MIB
+    d = scheduler.next()  # nothing left: half of b, the one with most to come
+    assert (d.start, d.end, b.end) == (60 * MIB, 80 * MIB, 60 * MIB)
+    assert scheduler.next().start == 50 * MIB, "then half of what b still has"
+    b.position = 45 * MIB
+    scheduler.done(b)  # b's connection dropped: the rest of its (shortened) piece is handed out again
+    again = scheduler.next()
+    assert (again.start, again.end) == (45 * MIB, 50 * MIB)
+
+
+def test_the_log_survives_a_torn_line_and_names_its_file(tmp_path: Path) -> None:
+    part = tmp_path / "blob.incomplete"
+    write_log(part, 1000, "sha", Ranges([(0, 100)]))
+    with open(log_path(part), "a") as handle:
+        handle.write("200 300\n400 45")  # killed in the middle of a record
+    assert list(read_log(part, 1000, "sha")) == [(0, 100), (200, 300)]
+    assert list(read_log(part, 1000, "another file's sha")) == [], "not this file's: trust nothing"
+    assert read_log(tmp_path / "none.incomplete", 1000, "sha") is None
+
+
+# ---- real transfers ------------------------------------------------------------------------------------------
+
+
+def cdn_gets(hub: FakeHub) -> list[Any]:
+    return [r for r in hub.requests if r.server == "cdn" and r.method == "GET"]
+
+
+def check_done(env: Env, result: Any, fake: Any) -> None:
+    assert result.path.read_bytes() == fake.content()
+    repo_dir = env.cache.repo_dir(REPO)
+    assert not list(repo_dir.glob("blobs/*.incomplete*")), "no part and no ranges log left"
+
+
+def test_several_connections_fetch_one_file_faster_and_correct(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            hub.per_connection_rate = 16 * MIB
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=5)
+            env = Env(hub, tmp_path)
+            started = time.monotonic()
+            result = await env.fetch(BIG, SEGMENTED)
+            elapsed = time.monotonic() - started
+            check_done(env, result, fake)
+            assert hub.max_active == 4, "four connections at once"
+            assert fake.bytes_served == SIZE, "no byte fetched twice"
+            assert all(r.range and r.range.startswith("bytes=") for r in cdn_gets(hub))
+            # One connection would take SIZE / 16 MiB/s = 1.5 s.
+            assert elapsed < 1.5 * 0.6, f"{elapsed:.2f} s"
+            assert env.progress[-1] == SIZE and env.progress == sorted(env.progress)
+
+    run(scenario)
+
+
+def test_a_server_that_ignores_range_gets_one_stream(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=6)
+            hub.inject(REPO, BIG, Fault(ignore_range=True, times=100))
+            env = Env(hub, tmp_path)
+            result = await env.fetch(BIG, SEGMENTED)
+            check_done(env, result, fake)
+            assert cdn_gets(hub)[-1].range is None, "the last request is one plain stream"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(drop_after=300_000, where=9 * MIB),
+        Fault(stall_after=300_000, stall_for=10.0, where=9 * MIB),
+    ],
+    ids=["dropped", "stalled"],
+)
+def test_a_dropped_or_stalled_segment_resumes_where_it_stopped(tmp_path: Path, fault: Fault) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=7)
+            hub.inject(REPO, BIG, dataclasses.replace(fault))
+            env = Env(hub, tmp_path)
+            config = dataclasses.replace(SEGMENTED, stall_timeout=0.5)
+            result = await env.fetch(BIG, config)
+            check_done(env, result, fake)
+            assert fake.bytes_served <= SIZE + config.chunk_size, "only that segment's rest, not the file again"
+            assert env.retries == [], "handled inside the attempt: the other connections never stopped"
+
+    run(scenario)
+
+
+def test_a_flipped_byte_is_caught_and_only_its_piece_fetched_again(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=8)
+            hub.inject(REPO, BIG, Fault(flip_at=3 * MIB + 5, where=3 * MIB + 5))  # in the second 2 MiB piece
+            env = Env(hub, tmp_path)
+            result = await env.fetch(BIG, SEGMENTED)
+            check_done(env, result, fake)
+            assert hashlib.sha256(result.path.read_bytes()).hexdigest() == fake.sha256
+            # The pieces up to the bad one are fetched again (the Hub gives no per-piece hash), not the file.
+            assert fake.bytes_served == SIZE + 2 * (2 * MIB)
+
+    run(scenario)
+
+
+def test_an_expired_cdn_link_is_resolved_again_and_the_download_resumes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            hub.per_connection_rate = 32 * MIB
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=9)
+            hub.inject(REPO, BIG, Fault(status=403, times=2, where=20 * MIB))
+            env = Env(hub, tmp_path)
+            result = await env.fetch(BIG, SEGMENTED)
+            check_done(env, result, fake)
+            resolves = [r for r in hub.requests if r.server == "hub" and "/resolve/" in r.path]
+            assert len(resolves) >= 2, "the Hub was asked for a fresh link"
+            assert len(env.retries) >= 1 and "refused" in str(env.retries[0][0])
+            # What the stopped connections had in flight (socket buffers included), not the file again.
+            assert fake.bytes_served <= SIZE + 4 * MIB, "resumed, not restarted"
+
+    run(scenario)
+
+
+def test_shaping_is_exact_over_sixteen_connections(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            hub.per_connection_rate = 2 * MIB  # 16 x 2 MiB/s: the limit, not the CDN, is what holds them back
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=10)
+            env = Env(hub, tmp_path)
+            rate = 12 * MIB
+            env.limiter.set_rate(rate)
+            config = dataclasses.replace(SEGMENTED, connections_per_file=16, segment_size=1 * MIB)
+            started = time.monotonic()
+            result = await env.fetch(BIG, config)
+            elapsed = time.monotonic() - started
+            check_done(env, result, fake)
+            assert hub.max_active >= 12
+            expected = (SIZE - rate * 0.1) / rate  # the limiter lets one 100 ms burst through
+            assert expected * 0.95 <= elapsed <= expected * 1.15, f"{elapsed:.2f} s for {expected:.2f} s"
+
+    run(scenario, timeout=30)
+
+
+def test_a_part_killed_mid_download_resumes_every_segment_forward(tmp_path: Path) -> None:
+    """The transfer is cancelled (as a kill would stop it) three times at different moments; each restart asks only
+    for what the log says is missing."""
+
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            hub.per_connection_rate = 2 * MIB  # 8 MiB/s in all: still running at each stop
+            fake = hub.add_file(REPO, BIG, size=SIZE, seed=11)
+            env = Env(hub, tmp_path)
+            for stop_after in (0.4, 0.3, 0.5):
+                task = asyncio.create_task(env.fetch(BIG, SEGMENTED))
+                await asyncio.sleep(stop_after)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            before = fake.bytes_served
+            assert 0 < before < SIZE
+            result = await env.fetch(BIG, SEGMENTED)
+            check_done(env, result, fake)
+            # Lost per stop: what each connection had in flight (a chunk unwritten, the socket's buffers).
+            assert fake.bytes_served <= SIZE + 3 * 4 * MIB
+
+    run(scenario, timeout=60)
