@@ -386,6 +386,9 @@ class FakeHub:
         self.max_active = max(self.max_active, self.active)
         try:
             return await self._body(request, response, fake, fault, start, end, length)
+        except ConnectionResetError:
+            # The client went away (a segment it no longer needs, a cancelled job) or the fault dropped it.
+            return response
         finally:
             self.active -= 1
 
@@ -601,6 +604,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         path = args.path if args.count == 1 else f"{stem}{index}{dot}{suffix}"
         fakes.append(hub.add_file(args.repo, path, size=_parse_size(args.size), seed=args.seed + index, lfs=True))
     fake = fakes[0]
+    hub.per_connection_rate = _parse_size(args.per_connection_rate) if args.per_connection_rate else 0
     await hub.start(port=args.port)
     print(
         json.dumps(
@@ -629,6 +633,7 @@ def main() -> None:
     parser.add_argument("--path", default="big.safetensors")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--count", type=int, default=1, help="serve this many files of --size")
+    parser.add_argument("--per-connection-rate", default="", help="cap each response's body, e.g. 40MiB (per second)")
     asyncio.run(_serve_forever(parser.parse_args()))
 
 

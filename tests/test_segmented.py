@@ -218,3 +218,21 @@ def test_a_part_killed_mid_download_resumes_every_segment_forward(tmp_path: Path
             assert fake.bytes_served <= SIZE + 3 * 4 * MIB
 
     run(scenario, timeout=60)
+
+
+def test_max_connections_caps_every_transfer_together(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with FakeHub() as hub:
+            hub.per_connection_rate = 16 * MIB
+            first = hub.add_file(REPO, BIG, size=SIZE, seed=12)
+            second = hub.add_file(REPO, "sub/other.safetensors", size=SIZE, seed=13)
+            env = Env(hub, tmp_path)
+            slots = asyncio.Semaphore(3)  # download.max_connections: 3, below 2 files x 4 connections
+            results = await asyncio.gather(
+                env.fetch(BIG, SEGMENTED, slots=slots), env.fetch("sub/other.safetensors", SEGMENTED, slots=slots)
+            )
+            check_done(env, results[0], first)
+            check_done(env, results[1], second)
+            assert hub.max_active == 3
+
+    run(scenario)
