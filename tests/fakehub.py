@@ -386,7 +386,7 @@ class FakeHub:
         self.max_active = max(self.max_active, self.active)
         try:
             return await self._body(request, response, fake, fault, start, end, length)
-        except ConnectionResetError:
+        except ConnectionError:
             # The client went away (a segment it no longer needs, a cancelled job) or the fault dropped it.
             return response
         finally:

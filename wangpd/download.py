@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 _REHASH_BLOCK = 8 * 1024 * 1024
+_SYNC_EVERY = 64 * 1024 * 1024  # a segmented part is written back to disk every this many bytes
 _MIN_PIECE = 16 * 1024
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -477,6 +478,8 @@ class _SegmentedPart:
         self.checkpoints: dict[int, Any] = {0: self.sha256.copy()}
         self._buffer = bytearray(_REHASH_BLOCK)
         self._view = memoryview(self._buffer)
+        self.unsynced = 0
+        self.syncing = False
 
     def write(self, offset: int, pieces: list[bytes]) -> None:
         """Write ``pieces`` (as read from the socket: never joined, which would copy them) at ``offset``."""
@@ -496,6 +499,17 @@ class _SegmentedPart:
             self.records += 1
             if self.records > 4096:  # keep the log short: rewritten merged
                 self._compact()
+            self.unsynced += position - offset
+            sync = self.unsynced >= _SYNC_EVERY and not self.syncing
+            if sync:
+                self.unsynced, self.syncing = 0, True
+        if sync:
+            # Written back as it comes, by one connection at a time: the final fsync then has little left (a
+            # 1 GiB file's took 0.4 s at the end, a tenth of the whole download on a fast line).
+            try:
+                os.fdatasync(self.fd)
+            finally:
+                self.syncing = False
         self.advance(offset, pieces)
 
     def _compact(self) -> None:
