@@ -201,3 +201,30 @@ def _group_exists(name: str) -> bool:
 
 def _members(name: str) -> list[str]:
     return grp.getgrnam(name).gr_mem
+
+
+def test_the_wan2gp_plugin_is_reported_installed_and_enabled(daemon_factory, wan2gp: Path) -> None:
+    (wan2gp / "wgp.py").write_text("# Wan2GP\n")
+    daemon = daemon_factory().start()
+    _code, _text, data = _doctor(daemon)
+    [plugin] = [c for c in data["checks"] if c["check"] == "plugin"]
+    assert plugin["level"] == "OK" and plugin["message"].startswith("not installed")
+
+    installed = json.loads(daemon.ctl("wan2gp", "install-plugin", "--json").stdout)
+    assert installed["enabled"] and Path(installed["plugin_dir"]).is_dir()
+    assert "wan2gp-wangpd" in json.loads((wan2gp / "wgp_config.json").read_text())["enabled_plugins"]
+    daemon.ctl("rescan")  # the daemon re-reads wgp_config.json (the watcher is off in this test)
+    _code, _text, data = _doctor(daemon)
+    [plugin] = [c for c in data["checks"] if c["check"] == "plugin"]
+    assert (plugin["level"], plugin["message"].split(";")[0]) == ("OK", f"installed and enabled in {wan2gp.resolve()}")
+
+    # Installed but taken out of enabled_plugins (by hand, or by a Wan2GP that rewrote its config): a warning.
+    config = json.loads((wan2gp / "wgp_config.json").read_text())
+    config["enabled_plugins"] = []
+    (wan2gp / "wgp_config.json").write_text(json.dumps(config))
+    daemon.ctl("rescan")
+    _code, _text, data = _doctor(daemon)
+    [plugin] = [c for c in data["checks"] if c["check"] == "plugin"]
+    assert plugin["level"] == "WARN" and plugin["fix"] == "wangpctl wan2gp install-plugin"
+    removed = json.loads(daemon.ctl("wan2gp", "uninstall-plugin", "--json").stdout)
+    assert removed["removed"] and not Path(removed["plugin_dir"]).exists()

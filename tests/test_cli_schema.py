@@ -68,6 +68,9 @@ def test_every_output_matches_its_schema(daemon_factory, fake_hub, wan2gp: Path,
     check("drop", "drop", "t2v")
     check("clear", "clear", "all")
     check("service_install", "service", "install", "--user", "--dry-run")
+    (wan2gp / "wgp.py").write_text("# Wan2GP\n")  # what makes a folder Wan2GP's to install-plugin
+    check("plugin_install", "wan2gp", "install-plugin")
+    check("plugin_uninstall", "wan2gp", "uninstall-plugin")
 
     # Every schema file in tests/schemas/ is exercised here or in test_cli_follow (follow_event) / below.
     exercised = set(checked) | {"common", "follow_event", "approve", "reject"}

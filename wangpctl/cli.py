@@ -588,6 +588,70 @@ def service_install(ctx: Ctx, scope: str | None, config_path: str | None, dry_ru
     ctx.out(plan.to_dict(dry_run), lambda r: render.service_install(r, colour=ctx.colour))
 
 
+@cli.group()
+def wan2gp() -> None:
+    """wangpd inside Wan2GP: its plugin (a "Model downloads" tab; the model you pick fetched first; Wan2GP waits
+    for wangpd instead of downloading the same file itself)."""
+
+
+def _managed_folder(ctx: Ctx) -> Path | None:
+    """The Wan2GP folder the daemon manages, or None when it is not running."""
+    try:
+        status = ctx.client.call("status", {})
+    except (DaemonNotRunning, RpcError):
+        return None
+    return Path(status["wan2gp_directory"])
+
+
+def _plugin_command(ctx: Ctx, folder: Path | None, action: Callable[[Path, Path | None], dict[str, Any]]) -> Any:
+    from wangpctl.wan2gp import PluginInstallError
+
+    managed = _managed_folder(ctx)
+    target = folder or managed
+    if target is None:
+        raise click.UsageError("wangpd is not running: name the Wan2GP folder with --wan2gp DIR")
+    try:
+        return action(target, managed)
+    except PluginInstallError as exc:
+        if ctx.as_json:
+            click.echo(json.dumps({"error": {"code": protocol.EXIT_DAEMON_ERROR, "message": str(exc)}}))
+        else:
+            click.echo(f"wangpctl: {exc}", err=True)
+        sys.exit(protocol.EXIT_DAEMON_ERROR)
+
+
+_WAN2GP_DIR = click.option(
+    "--wan2gp",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The Wan2GP folder (default: the one the running daemon manages).",
+)
+
+
+@command(wan2gp, "install-plugin")
+@_WAN2GP_DIR
+def wan2gp_install_plugin(ctx: Ctx, folder: Path | None) -> None:
+    """Copy the plugin to <Wan2GP>/plugins/wan2gp-wangpd/ (a name Wan2GP's git ignores) and add it to
+    enabled_plugins in wgp_config.json (only that value changes; a backup is kept). Then restart Wan2GP."""
+    from wangpctl.wan2gp import install_plugin
+
+    socket = ctx.socket_path  # given by --socket or WANGPCTL_SOCKET: the plugin may not find it by itself
+
+    def install(target: Path, managed: Path | None) -> dict[str, Any]:
+        return install_plugin(target, running_dir=managed, socket=str(socket) if socket else None)
+
+    ctx.out(_plugin_command(ctx, folder, install), render.plugin_install)
+
+
+@command(wan2gp, "uninstall-plugin")
+@_WAN2GP_DIR
+def wan2gp_uninstall_plugin(ctx: Ctx, folder: Path | None) -> None:
+    """Take the plugin out of enabled_plugins and remove the folder wangpd installed (nothing else)."""
+    from wangpctl.wan2gp import uninstall_plugin
+
+    ctx.out(_plugin_command(ctx, folder, lambda target, _managed: uninstall_plugin(target)), render.plugin_uninstall)
+
+
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:

@@ -27,6 +27,9 @@ __all__ = [
     "models_show",
     "pause_all",
     "plan",
+    "plugin_install",
+    "plugin_uninstall",
+    "prune",
     "queue",
     "reject",
     "reload",
@@ -34,6 +37,7 @@ __all__ = [
     "resume_all",
     "service_install",
     "status",
+    "unused",
     "version",
 ]
 
@@ -425,6 +429,31 @@ def prune(r: dict[str, Any]) -> str:
         verb = "would leave" if r["dry_run"] else "left"
         lines.append(f"{', '.join(r['models'])} {verb} the keep-set (not fetched again unless added by hand)")
     lines += [f"  not wangpd's, stays: {row['local'] or row['path']} ({row['note']})" for row in kept]
+    return "\n".join(lines)
+
+
+def plugin_install(r: dict[str, Any]) -> str:
+    """``wan2gp install-plugin``: where it went, whether it is enabled, what to do next."""
+    lines = [f"{'updated' if r['replaced'] else 'installed'} the wangpd plugin in {r['plugin_dir']}"]
+    if r["enabled"]:
+        lines.append(f"enabled in {r['config']}" + (f" (previous file kept as {r['backup']})" if r["backup"] else ""))
+    elif r["already_enabled"]:
+        lines.append(f"already enabled in {r['config']}")
+    lines += [f"note: {note}" for note in r["notes"]]
+    lines.append(f"then: {r['restart']}")
+    return "\n".join(lines)
+
+
+def plugin_uninstall(r: dict[str, Any]) -> str:
+    """``wan2gp uninstall-plugin``: what was taken out, and what was left."""
+    lines = [f"removed {r['plugin_dir']}" if r["removed"] else f"nothing removed at {r['plugin_dir']}"]
+    if r["kept_reason"]:
+        lines.append(r["kept_reason"])
+    if r["disabled"]:
+        lines.append(
+            f"taken out of enabled_plugins in {r['config']}" + (f" (backup {r['backup']})" if r["backup"] else "")
+        )
+    lines.append(f"then: {r['restart']}")
     return "\n".join(lines)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wangpd import protocol
 from wangpd.config import load_config
 from wangpd.errors import ConfigError
 from wangpd.paths import disk_free, nearest_existing
@@ -48,7 +50,8 @@ def run_checks(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
     """Every check, in the order a person would fix things. Blocking (reads files, walks folders): run it in a
     thread."""
     checks: list[dict[str, Any]] = []
-    for step in (_config, _wan2gp, _models, _hf_cache, _token, _invokeai, _disk, _inotify, _watcher, _socket, _queue):
+    steps = (_config, _wan2gp, _models, _hf_cache, _token, _invokeai, _disk, _inotify, _watcher, _socket, _plugin)
+    for step in (*steps, _queue):
         try:
             checks += step(daemon, queue)
         except Exception as exc:  # one broken check must not hide the others
@@ -326,6 +329,66 @@ def _socket(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
             )
         ]
     return [_check("socket", "OK", text)]
+
+
+def _wan2gp_user(root: Path) -> int | None:
+    """The uid Wan2GP runs as: a running ``wgp.py`` of this folder's, else the owner of its ``wgp.py``."""
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if not any(a.endswith(b"wgp.py") for a in args):
+                continue
+            if Path(os.path.realpath(os.readlink(entry / "cwd"))) == root:
+                return entry.stat().st_uid
+        except OSError:
+            continue
+    try:
+        return (root / "wgp.py").stat().st_uid
+    except OSError:
+        return None
+
+
+def _plugin(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:
+    """wangpd's Wan2GP plugin: installed, enabled, and able to reach the socket as the user Wan2GP runs as."""
+    root = Path(os.path.realpath(daemon.config.wan2gp.directory))
+    folder = root / "plugins" / protocol.WAN2GP_PLUGIN_ID
+    install = "wangpctl wan2gp install-plugin"
+    if not (folder / protocol.WAN2GP_PLUGIN_MARKER).is_file():
+        return [_check("plugin", "OK", f"not installed in {root} (optional: a Model downloads tab in Wan2GP)")]
+    if protocol.WAN2GP_PLUGIN_ID not in daemon.layout().settings.enabled_plugins:
+        return [
+            _check("plugin", "WARN", f"{folder} is installed but not in enabled_plugins of wgp_config.json", install)
+        ]
+    uid = _wan2gp_user(root)
+    socket_path = daemon.config.daemon.socket
+    if uid is None or uid in (0, os.geteuid()):
+        return [_check("plugin", "OK", f"installed and enabled in {root}; Wan2GP's user can use {socket_path}")]
+    try:
+        user = pwd.getpwuid(uid)
+        info = socket_path.stat()
+    except (KeyError, OSError) as exc:
+        return [_check("plugin", "WARN", f"installed and enabled; cannot tell who may use the socket: {exc}")]
+    groups = os.getgrouplist(user.pw_name, user.pw_gid)
+    allowed = daemon.config.daemon.socket_group
+    if (
+        info.st_gid in groups
+        and info.st_mode & 0o060 == 0o060
+        and (not allowed or grp.getgrnam(allowed).gr_gid in groups)
+    ):
+        return [_check("plugin", "OK", f"installed and enabled; Wan2GP runs as {user.pw_name}, who may use the socket")]
+    group = allowed or grp.getgrgid(info.st_gid).gr_name
+    return [
+        _check(
+            "plugin",
+            "WARN",
+            f"installed and enabled, but Wan2GP runs as {user.pw_name}, who may not change things through "
+            f"{socket_path} (the plugin then falls back to Wan2GP's own downloads)",
+            f"sudo usermod -aG {group} {user.pw_name} (daemon.socket_group: {group}), then restart Wan2GP",
+        )
+    ]
 
 
 def _queue(daemon: DaemonView, queue: QueueFacts) -> list[dict[str, Any]]:

@@ -87,6 +87,12 @@ METHODS: dict[str, bool] = {
 }
 MUTATING_METHODS = frozenset(name for name, mutates in METHODS.items() if mutates)
 
+# wangpd's Wan2GP plugin: the folder (and plugin id) `wangpctl wan2gp install-plugin` makes under Wan2GP's plugins/
+# (Wan2GP's .gitignore leaves wan2gp-* alone, so `git pull` keeps it), and the file in it that says wangpd put it
+# there (doctor looks for it; uninstall removes only such a folder).
+WAN2GP_PLUGIN_ID = "wan2gp-wangpd"
+WAN2GP_PLUGIN_MARKER = ".wangpd-installed"
+
 # Job states as clients see them (the daemon's enum uses the same strings).
 JOB_STATES = ("needs_approval", "queued", "downloading", "paused", "complete", "failed", "cancelled")
 
