@@ -1040,3 +1040,21 @@ def test_a_model_whose_code_fetches_unlisted_files_says_so(tmp_path: Path) -> No
     catalog = load_catalog(wan)
     assert "kiwi_embedders" in (catalog.models["kiwi_edit"].unlisted or "")
     assert catalog.models["t2v"].unlisted is None
+
+
+def test_a_users_lset_preset_with_lora_urls_is_listed_with_the_profiles(tmp_path: Path) -> None:
+    wan = profile_tree(tmp_path)
+    (wan / "loras" / "wan").mkdir(parents=True)
+    preset = {"loras": [FUSIONX, "my_local_lora.safetensors", f"{LIGHTNING}|styles"], "loras_mult": "1 0.8 1"}
+    (wan / "loras" / "wan" / "my look.lset").write_text(json.dumps(preset))
+    (wan / "loras" / "wan" / "broken.lset").write_text("{")
+    catalog = load_catalog(wan)
+    lset = next(p for p in catalog.models["t2v"].profiles if p.name.endswith(".lset"))
+    assert lset.name == "wan/my look.lset"
+    assert [f.local for f in lset.files] == [
+        "loras/wan/Wan2.1_T2V_14B_FusionX.safetensors",
+        "loras/wan/styles/lightx2v_4step_1217.safetensors",
+    ], "URL entries only: a plain name is a LoRA that is already there"
+    assert any("broken.lset" in e for e in catalog.errors)
+    included = CatalogLoader(wan, include_profiles=["*.lset"]).load().models["t2v"]
+    assert {f.local for f in lset.files} <= {f.local for f in included.files}

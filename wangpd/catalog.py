@@ -32,7 +32,7 @@ from wangpd.handler_table import (
 from wangpd.layout import Layout
 from wangpd.models import DEFAULT_SETTINGS, ModelDef, Profile, WanSettings, WantedFile
 from wangpd.paths import read_regular
-from wangpd.profiles import ProfileFile, read_profiles, read_url_cache
+from wangpd.profiles import ProfileFile, read_lsets, read_profiles, read_url_cache
 from wangpd.resolver import OPTIONAL_URL_KEYS, MergedDef, Resolver, json_kind, norm
 
 __all__ = [
@@ -330,7 +330,10 @@ class CatalogLoader:
         # Wan2GP writes its LoRA URL cache in the folder it runs in: its own, not a --config folder.
         used, problems = read_url_cache(self.wan2gp_dir)
         errors.extend(problems)
-        extras = _Extras(resolver, table, settings, profiles, used, self.include_profiles)
+        lora_folders = sorted({posixpath.join(settings.loras_root, m.lora_dir) for m in models.values() if m.lora_dir})
+        lsets, problems = read_lsets(self.wan2gp_dir, lora_folders)
+        errors.extend(problems)
+        extras = _Extras(resolver, table, settings, profiles, used, self.include_profiles, lsets)
         models = {t: extras.add(defs[t], model) for t, model in models.items()}
         features = {
             feature.feature: tuple(
@@ -362,9 +365,11 @@ class _Extras:
         profiles: Mapping[str, list[ProfileFile]],
         used: Mapping[str, Mapping[str, str]],
         include: Sequence[str],
+        lsets: Mapping[str, list[ProfileFile]] | None = None,
     ) -> None:
         self.resolver, self.table, self.settings = resolver, table, settings
         self.profiles, self.used, self.include = profiles, used, include
+        self.lsets = lsets or {}
 
     def _lora(self, d: MergedDef, key: str, url: str, relative: str | None, role: str, lora_dir: str) -> WantedFile:
         folder = posixpath.dirname(relative) if relative else ""
@@ -381,20 +386,21 @@ class _Extras:
         warnings = list(model.warnings)
         extra: list[WantedFile] = []
         profiles = []
-        for directory in self.table.profiles.get(model.architecture or "", ()):
-            for profile in self.profiles.get(directory, ()):
-                files = []
-                for url in profile.urls:
-                    try:
-                        files.append(self._lora(d, f"{profile.path}", url, None, "profile_lora", model.lora_dir))
-                    except DefinitionError as exc:
-                        warnings.append(f"profile {profile.name}: {exc}")
-                used = bool(files) and all(f.url in picked_urls for f in files)
-                stem = profile.name.split("/", 1)[1]
-                included = any(fnmatch.fnmatchcase(n, g) for g in self.include for n in (profile.name, stem))
-                profiles.append(Profile(profile.name, tuple(files), used=used, included=included))
-                if included:
-                    extra.extend(files)
+        presets = [p for d in self.table.profiles.get(model.architecture or "", ()) for p in self.profiles.get(d, ())]
+        presets += self.lsets.get(posixpath.join(self.settings.loras_root, model.lora_dir), [])  # the user's .lset
+        for profile in presets:
+            files = []
+            for url in profile.urls:
+                try:
+                    files.append(self._lora(d, f"{profile.path}", url, None, "profile_lora", model.lora_dir))
+                except DefinitionError as exc:
+                    warnings.append(f"profile {profile.name}: {exc}")
+            used = bool(files) and all(f.url in picked_urls for f in files)
+            stem = profile.name.split("/", 1)[1]
+            included = any(fnmatch.fnmatchcase(n, g) for g in self.include for n in (profile.name, stem))
+            profiles.append(Profile(profile.name, tuple(files), used=used, included=included))
+            if included:
+                extra.extend(files)
         for relative, url in sorted(picked.items()):
             try:
                 wanted = self._lora(d, "loras_url_cache_v2.json", url, relative, "used_lora", model.lora_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from wangpd.paths import read_regular
 
-__all__ = ["PROFILES_DIR", "URL_CACHE", "ProfileFile", "read_profiles", "read_url_cache"]
+__all__ = ["PROFILES_DIR", "URL_CACHE", "ProfileFile", "read_lsets", "read_profiles", "read_url_cache"]
 
 PROFILES_DIR = "profiles"
 URL_CACHE = "loras_url_cache_v2.json"  # written by Wan2GP's update_loras_url_cache, relative to its own folder
@@ -70,6 +70,35 @@ def read_profiles(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, l
             urls = tuple(u for u in loras if u.startswith(("http://", "https://")))
             if urls:
                 profiles.append(ProfileFile(f"{folder}/{name[: -len('.json')]}", path, urls))
+    return found, problems
+
+
+def read_lsets(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, list[ProfileFile]], list[str]]:
+    """The ``.lset`` presets in each LoRA folder (Wan2GP's ``save_lset``: ``{"loras": [...], "loras_mult": ...}``,
+    in the family's LoRA folder, not its sub-folders), named ``<folder name>/<file>.lset``; only their URL entries
+    name files (a plain name is a LoRA already there)."""
+    found: dict[str, list[ProfileFile]] = {}
+    problems: list[str] = []
+    for folder in dict.fromkeys(folders):
+        directory = Path(wan2gp_dir) / folder
+        try:
+            names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(".lset") and e.is_file())
+        except OSError:
+            continue  # no LoRA folder yet: nothing saved in it
+        presets = found.setdefault(folder, [])
+        for name in names:
+            path = directory / name
+            try:
+                data = _load(path)
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                problems.append(f"{path}: not a readable .lset ({exc}); skipped")
+                continue
+            loras = data.get("loras") if isinstance(data, dict) else None
+            if not isinstance(loras, list):
+                continue
+            urls = tuple(u for u in loras if isinstance(u, str) and u.startswith(("http://", "https://")))
+            if urls:
+                presets.append(ProfileFile(f"{Path(folder).name}/{name}", path, urls))
     return found, problems
 
 
