@@ -71,6 +71,7 @@ class Fault:
     redirect_loop: bool = False  # answer 302 to the same URL (a misconfigured CDN or mirror)
     redirect_to: str | None = None  # answer 302 to this URL (a hostile or broken CDN)
     where: int | None = None  # only a request whose bytes include this file offset (one segment of many)
+    rate: int | None = None  # send this response's body at this many bytes/s (one slow connection among fast ones)
 
 
 @dataclass
@@ -404,7 +405,8 @@ class FakeHub:
     ) -> web.StreamResponse:
         sent = 0
         limit = min(end - start, max(0, length))
-        rate, began = self.per_connection_rate, asyncio.get_running_loop().time()
+        rate = fault.rate if fault is not None and fault.rate else self.per_connection_rate
+        began = asyncio.get_running_loop().time()
         step = max(16 * 1024, rate // 50) if rate else _BLOCK  # paced in 20 ms steps under a cap
         for piece in fake.iter_range(start, start + limit, step):
             if rate:

@@ -25,7 +25,9 @@ from pathlib import Path
 __all__ = ["LOG_SUFFIX", "Assignment", "Ranges", "Scheduler", "append_log", "read_log", "remove_log", "write_log"]
 
 LOG_SUFFIX = ".ranges"
-MIN_SPLIT = 4 << 20  # a piece with less than twice this left is not split again: the new request would cost more
+# A piece with less than twice this left is not split again: below that a new request costs more than it saves,
+# and a slow connection finishes at most this much alone.
+MIN_SPLIT = 1 << 20
 
 
 class Ranges:
