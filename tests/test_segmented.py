@@ -48,6 +48,28 @@ def test_ranges_merge_and_gaps() -> None:
     assert ranges.covers(0, 40) and not ranges.covers(35, 55)
 
 
+def test_a_slow_piece_is_split_further_than_an_even_one() -> None:
+    scheduler = Scheduler([(0, 24 * MIB)], 8 * MIB)
+    slow, fast1, fast2 = (scheduler.next(now=0.0) for _ in range(3))
+    for piece in (fast1, fast2):
+        piece.position = piece.end  # 8 MiB in 2 s: 4 MiB/s
+        scheduler.done(piece, now=2.0)
+    slow.position = 1 * MIB  # 0.5 MiB/s: under half the median
+    assert scheduler.may_split_later()
+    taken = scheduler.next(now=2.0)  # 7 MiB left: too little to split an even piece, not a slow one
+    assert (taken.start, taken.end, slow.end) == (4 * MIB + MIB // 2, 8 * MIB, 4 * MIB + MIB // 2)
+
+    even = Scheduler([(0, 16 * MIB)], 8 * MIB)
+    a, b = even.next(now=0.0), even.next(now=0.0)
+    a.position, b.position = a.end, 8 * MIB + 5 * MIB  # both at 4 MiB/s... a is done
+    even.done(a, now=2.0)
+    b.position = 8 * MIB + 8 * MIB // 2 + MIB  # b at 2.5 MiB/s: not slow; 3 MiB left
+    assert even.next(now=2.0) is None, "an even piece with under 8 MiB left is left to its connection"
+    b.position = b.end
+    even.done(b, now=3.0)
+    assert even.finished and not even.may_split_later()
+
+
 def test_scheduler_hands_out_pieces_then_splits_the_largest_running_one() -> None:
     scheduler = Scheduler([(0, 100 * MIB)], 40 * MIB)
     a, b, c = scheduler.next(), scheduler.next(), scheduler.next()

@@ -732,7 +732,13 @@ async def _segmented(
 
         async def connection() -> None:
             nonlocal fetched
-            while (piece := scheduler.next()) is not None:
+            while True:
+                piece = scheduler.next()
+                if piece is None:
+                    if not scheduler.may_split_later():
+                        return
+                    await asyncio.sleep(0.25)  # a piece still running may yet prove slow: then take half of it
+                    continue
                 try:
                     async with slots if slots is not None else contextlib.nullcontext():
                         fetched += await _fetch_range(

@@ -18,6 +18,7 @@ import bisect
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,13 @@ from pathlib import Path
 __all__ = ["LOG_SUFFIX", "Assignment", "Ranges", "Scheduler", "append_log", "read_log", "remove_log", "write_log"]
 
 LOG_SUFFIX = ".ranges"
-# A piece with less than twice this left is not split again: below that a new request costs more than it saves,
-# and a slow connection finishes at most this much alone.
-MIN_SPLIT = 1 << 20
+# A piece with less than twice MIN_SPLIT left is not split again: the connection it takes from drops what it has in
+# flight past the split, and a new request costs a round trip. A slow connection's piece (under half the others'
+# median speed) is split down to SLOW_MIN_SPLIT, so it never finishes a download alone.
+MIN_SPLIT = 4 << 20
+SLOW_MIN_SPLIT = 1 << 20
+SLOW_SHARE = 0.5
+MATURE = 1.0  # seconds a piece runs before its speed says anything
 
 
 class Ranges:
@@ -88,10 +93,16 @@ class Assignment:
     start: int
     end: int
     position: int
+    began: float = 0.0  # when its connection started it (time.monotonic())
 
     @property
     def left(self) -> int:
         return max(0, self.end - self.position)
+
+    def speed(self, now: float) -> float | None:
+        """Bytes/s so far, or None while too young to tell."""
+        elapsed = now - self.began
+        return (self.position - self.start) / elapsed if elapsed >= MATURE else None
 
 
 class Scheduler:
@@ -101,32 +112,58 @@ class Scheduler:
         self.segment_size = max(1, segment_size)
         self._todo: list[tuple[int, int]] = sorted(gaps)
         self.running: list[Assignment] = []
+        self._finished_speeds: list[float] = []  # of pieces that ran to their end: what "normal" is here
 
-    def next(self) -> Assignment | None:
-        """The next piece to fetch, or None when every byte is fetched or being fetched."""
+    def next(self, now: float | None = None) -> Assignment | None:
+        """The next piece to fetch, or None when every byte is fetched or being fetched. With no gap left, the half
+        of the running piece expected to finish last (its bytes left at its own speed; the others' median while it
+        is young), if it is worth splitting."""
+        now = time.monotonic() if now is None else now
         if self._todo:
             start, end = self._todo.pop(0)
             cut = min(end, start + self.segment_size)
             if cut < end:
                 self._todo.insert(0, (cut, end))
-            piece = Assignment(start, cut, start)
+            piece = Assignment(start, cut, start, now)
             self.running.append(piece)
             return piece
-        victim = max(self.running, key=lambda a: a.left, default=None)
-        if victim is None or victim.left < 2 * MIN_SPLIT:
+        speeds = sorted([*(s for a in self.running if (s := a.speed(now)) is not None), *self._finished_speeds[-16:]])
+        median = speeds[len(speeds) // 2] if speeds else None
+
+        def expected(a: Assignment) -> float:
+            speed = a.speed(now)
+            rate = speed if speed is not None else median
+            return a.left / rate if rate else float(a.left)
+
+        def worth_it(a: Assignment) -> bool:
+            if a.left >= 2 * MIN_SPLIT:
+                return True
+            speed = a.speed(now)
+            slow = speed is not None and median is not None and speed < SLOW_SHARE * median
+            return slow and a.left >= 2 * SLOW_MIN_SPLIT
+
+        victim = max((a for a in self.running if worth_it(a)), key=expected, default=None)
+        if victim is None:
             return None
         middle = victim.position + victim.left // 2
-        piece = Assignment(middle, victim.end, middle)
+        piece = Assignment(middle, victim.end, middle, now)
         victim.end = middle
         self.running.append(piece)
         return piece
 
-    def done(self, piece: Assignment) -> None:
+    def done(self, piece: Assignment, now: float | None = None) -> None:
         """``piece`` ended (complete or not): what it did not fetch is handed out again."""
+        now = time.monotonic() if now is None else now
         with contextlib.suppress(ValueError):
             self.running.remove(piece)
         if piece.position < piece.end:
             bisect.insort(self._todo, (piece.position, piece.end))
+        elif now > piece.began:
+            self._finished_speeds.append((piece.position - piece.start) / (now - piece.began))
+
+    def may_split_later(self) -> bool:
+        """A running piece may yet turn out slow enough to split: a free connection should wait, not leave."""
+        return any(a.left >= 2 * SLOW_MIN_SPLIT for a in self.running)
 
     @property
     def finished(self) -> bool:
