@@ -6,6 +6,7 @@ and InvokeAI's real schema; the unit tests build the HF-cache situations where a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -320,3 +321,75 @@ def test_each_unneeded_file_says_why(tmp_path: Path) -> None:
     }
     assert all(r.note and r.frees == 0 for r in found.rows), "none is wangpd's: nothing to free"
     assert found.removal(found.rows).paths == []
+
+
+def test_an_unlinked_blob_another_snapshot_or_hard_link_uses_is_not_removable(tmp_path: Path) -> None:
+    root, cache, blob, link, records = setup(tmp_path)
+    link.unlink()  # no Wan2GP path leads to the blob any more: an "unlinked" row
+    other = cache / "models--Org--Repo" / "snapshots" / ("d" * 40) / "f.bin"  # hf reused it for a new commit
+    other.parent.mkdir(parents=True)
+    other.symlink_to(os.path.relpath(blob, other.parent))
+    found = survey(root, cache, records)
+    [row] = [r for r in found.rows if r.kind == "blob"]
+    assert not row.made and "another snapshot" in (row.note or "") and row.frees == 0
+    assert str(blob) not in found.removal(found.rows).paths
+    other.unlink()
+    os.link(blob, tmp_path / "hard.bin")  # a hard link wangpd does not know of
+    found = survey(root, cache, records)
+    assert [r.made for r in found.rows if r.kind == "blob"] == [False]
+
+
+def test_a_file_put_where_wangpds_copy_was_is_not_wangpds_even_on_the_same_inode(tmp_path: Path) -> None:
+    target = tmp_path / "ckpts" / "copy.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"c" * 4096)
+    record = prune.made_link(target, "copy", 1)
+    assert prune.still_ours(record)
+    target.unlink()
+    target.write_bytes(b"the user's own file")  # ext4 usually hands it the freed inode number
+    assert not prune.still_ours(record)
+
+
+def test_nothing_is_removed_when_any_planned_path_changed_since_the_survey(tmp_path: Path) -> None:
+    root, cache, blob, link, records = setup(tmp_path)
+    found = survey(root, cache, records)
+    removal = found.removal(found.rows)
+    assert set(removal.paths) >= {str(link), str(blob)}
+    link.unlink()
+    link.symlink_to(tmp_path / "the user's own target")  # replaced by the user between survey and removal
+    removed, skipped = prune.remove(removal, found.ours, found.cache_root)
+    assert removed == [] and skipped and blob.exists(), "the blob stays: the plan was made for the old link"
+
+
+def test_a_hard_linked_copy_frees_its_blob_with_it(tmp_path: Path) -> None:
+    root, cache = tmp_path / "wan", tmp_path / "hub"
+    (root / "ckpts").mkdir(parents=True)
+    blob, snapshot = cache_file(cache, "h.bin", b"h" * 9000)
+    target = root / "ckpts" / "h.bin"
+    os.link(blob, target)  # download.link_mode: hardlink
+    records = [*prune.made_blob(snapshot, "Org/Repo", 1), prune.made_link(target, "hardlink", 1)]
+    found = prune.survey(wants(root, {"ckpts/h.bin": ("x",)}), records, hf_cache=cache, invokeai=None)
+    [row] = found.rows
+    assert row.made and str(blob) in row.removes and row.frees == freed_by(blob, snapshot)
+    prune.remove(found.removal([row]), found.ours, found.cache_root)
+    assert not blob.exists() and not target.exists()
+
+
+def test_the_blobs_of_a_job_still_running_are_never_unlinked(tmp_path: Path) -> None:
+    root, cache, _blob, link, records = setup(tmp_path)
+    link.unlink()  # e.g. a whole folder being fetched: its blobs come before its links
+    base = wants(root, {"ckpts/f.bin": ("x",)})
+    assert [r.kind for r in prune.survey(base, records, hf_cache=cache, invokeai=None).rows] == ["blob"]
+    protected = dataclasses.replace(base, protected_jobs=frozenset({1}))
+    assert prune.survey(protected, records, hf_cache=cache, invokeai=None).rows == []
+
+
+def test_an_emptied_repo_keeps_its_snapshots_folder_while_another_download_is_in_its_blobs(tmp_path: Path) -> None:
+    root, cache, blob, _link, records = setup(tmp_path)
+    part = blob.parent / ("e" * 64 + ".incomplete")
+    part.write_bytes(b"half of another file")  # another download, under way
+    found = survey(root, cache, records)
+    prune.remove(found.removal(found.rows), found.ours, found.cache_root)
+    repo = cache / "models--Org--Repo"
+    assert part.exists() and (repo / "snapshots").is_dir(), "a repo folder without snapshots/ is corrupt"
+    assert not (repo / "refs" / "main").exists(), "the ref to the removed commit goes"

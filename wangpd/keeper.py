@@ -572,7 +572,11 @@ class Keeper:
             for wanted in wanted_list:
                 needed.update((wanted.local, *wanted.lookup))
         root = catalog.wan2gp_dir
-        needed.update(self._local_of(job.target) for job in self.store.list_jobs(sorted(ACTIVE)))
+        active = self.store.list_jobs(sorted(ACTIVE))
+        needed.update(self._local_of(job.target) for job in active)
+        protected = {job.id for job in active} | {
+            job.id for job in self.store.list_jobs() if self._local_of(job.target) in needed
+        }
         gone: dict[str, set[str]] = {}
         for model_type, entry in remembered.items():
             if entry.kept and model_type not in catalog.models:
@@ -590,6 +594,7 @@ class Keeper:
             gone={k: tuple(sorted(v)) for k, v in gone.items()},
             orphan_roots=tuple(catalog.settings.checkpoints_paths),
             folders=frozenset(folders),
+            protected_jobs=frozenset(protected),
         )
         invokeai = self.sources.invokeai.models_dir if self.sources is not None else None
         made = self.store.made()

@@ -56,12 +56,14 @@ REASONS = {
 
 
 def identity(path: str | Path) -> str | None:
-    """``dev:ino`` of ``path`` itself (a symlink is not followed), None if nothing is there."""
+    """``dev:ino:size:mtime_ns`` of ``path`` itself (a symlink is not followed), None if nothing is there. The inode
+    alone is not enough: a file system hands a freed inode number to the next file created (ext4 did, 20 times in
+    20), so a file the user put where wangpd's copy was would look like wangpd's."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return f"{st.st_dev}:{st.st_ino}"
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def made_link(target: Path, mode: str, job_id: int | None) -> Made:
@@ -81,7 +83,9 @@ def made_blob(file: Path, origin: str, job_id: int | None) -> list[Made]:
     blob = Path(os.path.realpath(file))
     records = [Made(str(blob), "blob", None, origin, identity(blob), job_id, now)]
     if os.path.islink(file):
-        records.append(Made(str(file), "snapshot", "symlink", os.readlink(file), identity(file), job_id, now))
+        # Its folder resolved (a cache reached through a symlink), its own name not: how prune will find it.
+        snapshot = os.path.join(os.path.realpath(os.path.dirname(file)), os.path.basename(file))
+        records.append(Made(snapshot, "snapshot", "symlink", os.readlink(file), identity(file), job_id, now))
     return records
 
 
@@ -134,6 +138,9 @@ class Wants:
     gone: Mapping[str, tuple[str, ...]]
     orphan_roots: tuple[str, ...] = ()  # checkpoints folders scanned for files no definition names
     folders: frozenset[str] = frozenset()  # whole-folder paths: what is inside them is named too
+    # Jobs still running or waiting, or whose file a kept model needs: the blobs they made are never "unlinked"
+    # (a folder being fetched has blobs before its links; a link the user deleted is fetched again from its blob).
+    protected_jobs: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -351,7 +358,7 @@ def survey(
         if record.kind != "blob":
             continue
         info = _blocks(record.path)
-        if info is None or leads.get(info[0]):
+        if info is None or leads.get(info[0]) or record.job_id in wants.protected_jobs:
             continue
         rows.append(Unused(record.path, None, "blob", "unlinked", [], info[1], "hf-cache", True))
 
@@ -360,6 +367,8 @@ def survey(
         if row.made:
             one = found.removal([row])
             row.removes, row.frees = one.paths, one.frees
+            if row.kind == "blob" and row.path not in one.paths:
+                row.made, row.note = False, "another snapshot, Wan2GP path or hard link uses it"
     return found
 
 
@@ -385,30 +394,37 @@ def _snapshot_links(repo_dir: str) -> dict[str, list[str]]:
 def plan_removal(
     rows: Sequence[Unused], ours: Mapping[str, Made], leads: Mapping[tuple[int, int], set[str]], cache_root: str
 ) -> Removal:
-    """What removing ``rows`` (all wangpd's) takes: their paths, then each blob they lead to that nothing else
-    uses, with its snapshot links; and the bytes freed (an inode counts when every link to it goes)."""
-    paths: list[str] = []
-    for row in rows:
-        if row.made:
-            paths.append(row.path)
+    """What removing ``rows`` (all wangpd's) takes: their links and folders, then each blob they lead to (or that a
+    row names) once nothing else uses it, with its snapshot links; and the bytes freed (an inode counts when every
+    link to it goes). A blob another snapshot, another Wan2GP path or an unknown hard link uses stays, even when
+    a row names it."""
+    blob_of_inode: dict[tuple[int, int], str] = {}
+    for record in ours.values():
+        if record.kind == "blob":
+            info = _blocks(record.path)
+            if info is not None:
+                blob_of_inode[info[0]] = record.path
+    paths = [row.path for row in rows if row.made and row.kind != "blob"]
     going = set(paths)
     going_files = {f for p in paths for f in _walk_files(p)}
+    candidates = [row.path for row in rows if row.made and row.kind == "blob"]
+    for file in sorted(going_files):
+        info = _blocks(file)
+        if info is not None and info[0] in blob_of_inode:  # a symlink to it, or a hard link (same inode)
+            candidates.append(blob_of_inode[info[0]])
     snapshots_of: dict[str, dict[str, list[str]]] = {}
     blobs: list[str] = []
-    for file in sorted(going_files | {p for p in paths if ours.get(p, None) and ours[p].kind == "blob"}):
-        blob = os.path.realpath(file)
+    for blob in dict.fromkeys(candidates):
         record = ours.get(blob)
-        if record is None or record.kind != "blob" or blob in blobs:
-            continue
         info = _blocks(blob)
-        if info is None:
+        if record is None or record.kind != "blob" or info is None:
             continue
         users = leads.get(info[0], set())
         if users - going_files:
             continue  # another Wan2GP path still leads to it
-        repo_dir = os.path.dirname(os.path.dirname(blob))
         links: list[str] = []
         if _inside(blob, cache_root):
+            repo_dir = os.path.dirname(os.path.dirname(blob))
             if repo_dir not in snapshots_of:
                 snapshots_of[repo_dir] = _snapshot_links(repo_dir)
             links = snapshots_of[repo_dir].get(blob, [])
@@ -417,8 +433,7 @@ def plan_removal(
         hard = {p for p in users if not os.path.islink(p)} | {blob} | {p for p in links if not os.path.islink(p)}
         if info[2] > len(hard):
             continue  # a hard link wangpd does not know of
-        if blob not in going:
-            blobs.append(blob)
+        blobs.append(blob)
         paths += [link for link in links if link not in going]
     paths += blobs
     freed: dict[tuple[int, int], list[int]] = {}
@@ -436,16 +451,18 @@ def plan_removal(
 
 
 def remove(removal: Removal, ours: Mapping[str, Made], cache_root: str) -> tuple[list[str], list[str]]:
-    """Remove ``removal.paths``, each checked again to still be wangpd's just before; return (removed, skipped
-    with the reason). Emptied snapshot folders go with the refs naming their commit; nothing else is touched."""
+    """Remove ``removal.paths``; return (removed, left alone with the reason). Every path is checked first: if any
+    is no longer what wangpd made (replaced, moved, changed since the survey), nothing is removed, since the plan
+    (which blob nothing else uses) was made for what was there. Emptied snapshot folders go with the refs naming
+    their commit; nothing else is touched."""
+    changed = [path for path in removal.paths if path not in ours or not still_ours(ours[path])]
+    if changed:
+        return [], [f"{path}: no longer what wangpd made; nothing removed (run prune again)" for path in changed]
     removed: list[str] = []
     skipped: list[str] = []
-    emptied: set[str] = set()
+    emptied: set[tuple[str, str]] = set()
     for path in removal.paths:
-        record = ours.get(path)
-        if record is None or not still_ours(record):
-            skipped.append(f"{path}: no longer what wangpd made; left alone")
-            continue
+        record = ours[path]
         try:
             if record.kind == "folder":
                 _remove_folder_of_links(path, cache_root)
@@ -456,10 +473,20 @@ def remove(removal: Removal, ours: Mapping[str, Made], cache_root: str) -> tuple
             continue
         removed.append(path)
         if record.kind == "snapshot":
-            emptied.add(os.path.dirname(path))
-    for folder in sorted(emptied, key=len, reverse=True):
-        _tidy_snapshot(folder)
+            repo_dir = _repo_dir_of(path, cache_root)
+            if repo_dir is not None:
+                emptied.add((os.path.dirname(path), repo_dir))
+    for folder, repo_dir in sorted(emptied, key=lambda pair: len(pair[0]), reverse=True):
+        _tidy_snapshot(folder, repo_dir)
     return removed, skipped
+
+
+def _repo_dir_of(snapshot: str, cache_root: str) -> str | None:
+    """``<cache>/models--Org--Repo`` for a path under its ``snapshots/``."""
+    relative = os.path.relpath(snapshot, cache_root).split(os.sep)
+    if len(relative) < 4 or relative[1] != "snapshots" or relative[0] in ("..", "."):
+        return None
+    return os.path.join(cache_root, relative[0])
 
 
 def _remove_folder_of_links(path: str, cache_root: str) -> None:
@@ -473,14 +500,16 @@ def _remove_folder_of_links(path: str, cache_root: str) -> None:
     os.rmdir(path)
 
 
-def _tidy_snapshot(folder: str) -> None:
-    """Remove empty folders from ``folder`` up to its commit's folder in ``snapshots/``; a commit folder that goes
-    takes the refs naming it with it (a ref to a missing snapshot is a corrupt cache to huggingface_hub)."""
-    parts = Path(folder).parts
-    if "snapshots" not in parts or parts.index("snapshots") + 1 >= len(parts):
+def _tidy_snapshot(folder: str, repo_dir: str) -> None:
+    """Remove empty folders from ``folder`` up to its commit's folder in ``<repo>/snapshots/``; a commit folder
+    that goes takes the refs naming it (a ref to a missing snapshot is a corrupt cache to huggingface_hub). The
+    repo's ``refs``/``snapshots``/``blobs`` folders go only with the repo folder itself, when all are empty: a repo
+    folder without ``snapshots/`` is corrupt too."""
+    snapshots = os.path.join(repo_dir, "snapshots")
+    relative = os.path.relpath(folder, snapshots).split(os.sep)
+    if relative[0] in ("..", "."):
         return
-    at = parts.index("snapshots")
-    commit_dir = str(Path(*parts[: at + 2]))
+    commit_dir = os.path.join(snapshots, relative[0])
     current = folder
     while True:
         with contextlib.suppress(OSError):
@@ -490,8 +519,7 @@ def _tidy_snapshot(folder: str) -> None:
         if current == commit_dir:
             break
         current = os.path.dirname(current)
-    commit = parts[at + 1]
-    repo_dir = str(Path(*parts[:at]))
+    commit = relative[0]
     for refs_folder, _dirs, names in os.walk(os.path.join(repo_dir, "refs")):
         for name in names:
             ref = os.path.join(refs_folder, name)
@@ -503,6 +531,23 @@ def _tidy_snapshot(folder: str) -> None:
             if named == commit:
                 with contextlib.suppress(OSError):
                     os.unlink(ref)
-    for sub in ("refs", "snapshots", "blobs", ""):
+    parts = [os.path.join(repo_dir, sub) for sub in ("refs", "snapshots", "blobs")]
+    if all(not os.path.isdir(p) or _empty_tree(p) for p in parts) and set(os.listdir(repo_dir)) <= {
+        "refs",
+        "snapshots",
+        "blobs",
+    }:
+        for part in parts:
+            for sub, dirs, _names in os.walk(part, topdown=False):
+                for name in dirs:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(sub, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(part)
         with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(repo_dir, sub) if sub else repo_dir)  # only when empty
+            os.rmdir(repo_dir)
+
+
+def _empty_tree(folder: str) -> bool:
+    """No file anywhere below ``folder`` (empty sub-folders allowed)."""
+    return all(not names for _sub, _dirs, names in os.walk(folder))
