@@ -106,6 +106,7 @@ def check_done(env: Env, result: Any, fake: Any) -> None:
     assert result.path.read_bytes() == fake.content()
     repo_dir = env.cache.repo_dir(REPO)
     assert not list(repo_dir.glob("blobs/*.incomplete*")), "no part and no ranges log left"
+    assert not list(repo_dir.glob("blobs/*.wangpd-segments*"))
 
 
 def test_several_connections_fetch_one_file_faster_and_correct(tmp_path: Path) -> None:
@@ -236,6 +237,9 @@ def test_a_part_killed_mid_download_resumes_every_segment_forward(tmp_path: Path
                     await task
             before = fake.bytes_served
             assert 0 < before < SIZE
+            blobs = env.cache.repo_dir(REPO) / "blobs"
+            # Not under the name huggingface_hub resumes by appending at its length: this part has holes.
+            assert not list(blobs.glob("*.incomplete")) and len(list(blobs.glob("*.wangpd-segments"))) == 1
             result = await env.fetch(BIG, SEGMENTED)
             check_done(env, result, fake)
             # Lost per stop: what each connection had in flight (a chunk unwritten, the socket's buffers).

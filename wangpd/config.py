@@ -352,6 +352,18 @@ def _path_list(value: Any) -> tuple[Path, ...]:
     return tuple(_path(item) for item in _str_list(value))
 
 
+def _size_at_least(minimum: int) -> Converter:
+    """A size of at least ``minimum`` bytes (a tiny segment would mean millions of requests)."""
+
+    def convert(value: Any) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"{value!r} is below the minimum of {minimum // (1 << 20)}MiB")
+        return size
+
+    return convert
+
+
 def _group(value: Any) -> str | None:
     name = _str(value)
     if not name:
@@ -497,7 +509,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "chunk_size": parse_size,
         "schedule": _schedule,
         "connections_per_file": _int(1, 32),
-        "segment_size": parse_size,
+        "segment_size": _size_at_least(1 << 20),
         "max_connections": _int(1, 256),
     },
     "watch": {

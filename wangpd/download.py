@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from wangpd.segments import (
     log_path,
     read_log,
     remove_log,
+    segmented_part,
     write_log,
 )
 from wangpd.units import format_bytes
@@ -220,19 +222,13 @@ async def download(
     report = progress or (lambda _done: None)
 
     dest_incomplete.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        part = _Part(dest_incomplete, size, git_blob_id is not None)
-    except OSError as exc:
-        if exc.errno in _NO_SPACE:
-            raise _disk_full(dest_incomplete, exc) from None
-        raise
     loop = asyncio.get_running_loop()
     fetched = 0
     if connections > 1 and size is not None and want_sha256 and size >= 2 * segment_size:
-        part.close()
         try:
             return await _segmented(
-                meta, dest_incomplete, size=size, sha256=want_sha256, session=session, limiter=limiter,
+                meta, dest_incomplete, segmented_part(dest_incomplete), size=size, sha256=want_sha256,
+                session=session, limiter=limiter,
                 report=report, stall_timeout=stall_timeout, chunk_size=chunk_size, headers=headers,
                 min_speed=min_speed, connections=connections, segment_size=segment_size, slots=slots,
                 on_segments=on_segments,
@@ -240,10 +236,16 @@ async def download(
         except _RangeIgnored:
             log.info("%s: the server ignores Range; one connection, from byte 0", meta.url)
             await loop.run_in_executor(None, _forget_segments, dest_incomplete, 0)
-        part = _Part(dest_incomplete, size, git_blob_id is not None)
-    try:
-        # A part a segmented download left (another connections setting, or a fallback): its gap-free prefix.
+    # A part a segmented download left (another connections setting, or a fallback): its gap-free prefix.
+    if segmented_part(dest_incomplete).exists():
         await loop.run_in_executor(None, _forget_segments, dest_incomplete, None, size, want_sha256)
+    try:
+        part = _Part(dest_incomplete, size, git_blob_id is not None)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise _disk_full(dest_incomplete, exc) from None
+        raise
+    try:
         start = await loop.run_in_executor(None, part.rehash, size)
         report(start)
         if size is None or start < size:
@@ -436,15 +438,21 @@ class _LinkExpired(TransferError):
     """The CDN refuses the signed URL now: the attempt ends so the Hub is asked for a fresh one."""
 
 
-def _forget_segments(part: Path, keep: int | None, size: int | None = None, sha256: str | None = None) -> None:
-    """Turn a segmented part into a single-stream one: keep its gap-free prefix (or ``keep`` bytes), drop the log."""
-    if not log_path(part).exists():
+def _forget_segments(incomplete: Path, keep: int | None, size: int | None = None, sha256: str | None = None) -> None:
+    """Turn a segmented part into a single-stream ``.incomplete``: its gap-free prefix (or ``keep`` bytes) only.
+    The log is first rewritten to claim no more than that, so a kill at any step leaves nothing it over-claims."""
+    part = segmented_part(incomplete)
+    if not part.exists():
+        remove_log(part)
         return
     if keep is None:
         ranges = read_log(part, size, sha256 or "") if size is not None else None
         keep = ranges.prefix() if ranges is not None else 0
-    with contextlib.suppress(FileNotFoundError):
-        os.truncate(part, keep)
+        keep = min(keep, part.stat().st_size)
+    if size is not None:
+        write_log(part, size, sha256 or "", Ranges([(0, keep)] if keep else []))
+    os.truncate(part, keep)
+    os.replace(part, incomplete)
     remove_log(part)
 
 
@@ -460,11 +468,13 @@ class _SegmentedPart:
     def __init__(self, path: Path, size: int, identity: str, segment_size: int) -> None:
         self.path, self.size, self.identity, self.segment_size = path, size, identity, segment_size
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        length = os.fstat(self.fd).st_size
         ranges = read_log(path, size, identity)
         if ranges is None:  # a single-stream part: what is there is a gap-free prefix
-            length = os.fstat(self.fd).st_size
             ranges = Ranges([(0, length)] if 0 < length <= size else [])
-        if ranges.total == 0 or os.fstat(self.fd).st_size > size:
+        # Never more than the file holds (a log outliving its part after a kill claims nothing then).
+        ranges = Ranges((start, min(end, length)) for start, end in ranges if start < length)
+        if ranges.total == 0 or length > size:
             os.ftruncate(self.fd, 0)
             ranges = Ranges()
         self.ranges = ranges
@@ -480,9 +490,31 @@ class _SegmentedPart:
         self._view = memoryview(self._buffer)
         self.unsynced = 0
         self.syncing = False
+        # Worker threads still inside a read or write: close() waits for them, so a closed (and reused) fd number
+        # is never written (a cancelled executor future does not stop its thread).
+        self._busy = 0
+        self._closed = False
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def _using(self) -> Any:
+        with self._idle:
+            if self._closed:
+                raise OSError(errno.EBADF, "the part was closed (the download stopped)")
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def write(self, offset: int, pieces: list[bytes]) -> None:
         """Write ``pieces`` (as read from the socket: never joined, which would copy them) at ``offset``."""
+        with self._using():
+            self._write(offset, pieces)
+
+    def _write(self, offset: int, pieces: list[bytes]) -> None:
         views = [memoryview(piece) for piece in pieces]
         position = offset
         while views:
@@ -531,6 +563,10 @@ class _SegmentedPart:
 
     def advance(self, offset: int | None = None, pieces: list[bytes] | None = None, *, wait: bool = False) -> None:
         """Hash whatever is contiguous beyond what is hashed (without waiting for another thread doing it)."""
+        with self._using():
+            self._advance(offset, pieces, wait=wait)
+
+    def _advance(self, offset: int | None, pieces: list[bytes] | None, *, wait: bool) -> None:
         if not self.hash_lock.acquire(blocking=wait):
             return
         try:
@@ -561,21 +597,28 @@ class _SegmentedPart:
         return self.sha256.hexdigest()
 
     def read(self, start: int, end: int) -> bytes:
-        return os.pread(self.fd, end - start, start)
+        with self._using():
+            return os.pread(self.fd, end - start, start)
 
     def overwrite(self, offset: int, data: bytes) -> None:
-        view, position = memoryview(data), offset
-        while view:
-            written = os.pwrite(self.fd, view, position)
-            position += written
-            view = view[written:]
+        with self._using():
+            view, position = memoryview(data), offset
+            while view:
+                written = os.pwrite(self.fd, view, position)
+                position += written
+                view = view[written:]
 
     def finish(self) -> None:
-        """All bytes are there: fsync, and drop the log (a complete part needs none)."""
+        """All bytes are there: hashed to the end and fsynced."""
         self.advance(wait=True)
-        os.fsync(self.fd)
+        with self._using():
+            os.fsync(self.fd)
 
     def close(self) -> None:
+        with self._idle:
+            self._closed = True
+            while self._busy:
+                self._idle.wait()
         with self.lock:
             for fd in (self.fd, self.log_fd):
                 with contextlib.suppress(OSError):
@@ -691,6 +734,7 @@ async def _fetch_range(
 
 async def _segmented(
     meta: FileMeta,
+    incomplete: Path,
     path: Path,
     *,
     size: int,
@@ -708,8 +752,13 @@ async def _segmented(
     on_segments: Callable[[list[tuple[int, int, int]]], None] | None = None,
 ) -> Downloaded:
     """Fetch the gaps of ``path`` over up to ``connections`` connections, check the whole file's sha256, and on a
-    mismatch find and re-fetch the bad piece (see :func:`_repair`). Raises like :func:`download`."""
+    mismatch find and re-fetch the bad piece (see :func:`_repair`); the verified file is renamed to ``incomplete``
+    for the caller to commit. ``path`` is not named like huggingface_hub's parts: hf resumes a ``.incomplete`` by
+    appending at its length, which for a part with holes would make a blob with zeros in it. Raises like
+    :func:`download`."""
     loop = asyncio.get_running_loop()
+    if not path.exists() and incomplete.exists():
+        os.replace(incomplete, path)  # a gap-free prefix (a single-stream part, or hf's): continued here
     try:
         part = await loop.run_in_executor(None, _SegmentedPart, path, size, sha256, segment_size)
     except OSError as exc:
@@ -741,6 +790,7 @@ async def _segmented(
                     continue
                 try:
                     async with slots if slots is not None else contextlib.nullcontext():
+                        piece.began = time.monotonic()  # its speed counts from its request, not the wait for a slot
                         fetched += await _fetch_range(
                             meta, piece, write, session=session, limiter=limiter, stall_timeout=stall_timeout,
                             chunk_size=chunk_size, headers=headers, min_speed=min_speed,
@@ -772,7 +822,7 @@ async def _segmented(
             )  # fmt: skip
             fetched += extra
             if not repaired:
-                part.close()
+                await loop.run_in_executor(None, part.close)
                 path.unlink(missing_ok=True)
                 remove_log(path)
                 raise ChecksumMismatch(
@@ -785,7 +835,8 @@ async def _segmented(
             raise _disk_full(path, exc) from None
         raise
     finally:
-        part.close()
+        await loop.run_in_executor(None, part.close)  # waits for worker threads still writing
+    os.replace(path, incomplete)
     remove_log(path)
     return Downloaded(sha256=sha256, size=size, fetched=fetched)
 

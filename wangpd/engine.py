@@ -27,7 +27,7 @@ from wangpd.limiter import RateLimiter, SpeedMeter
 from wangpd.linker import link_into_place
 from wangpd.models import Job, JobState, Made
 from wangpd.paths import PART_SUFFIX, temp_name
-from wangpd.segments import remove_log
+from wangpd.segments import remove_log, segmented_part
 from wangpd.sources import Sources
 from wangpd.store import Store
 
@@ -391,10 +391,11 @@ class Engine:
     def _drop_stale_part(self, repo: str, old_sha256: str) -> None:
         """The part of a version the Hub no longer serves: wangpd's own, of no use any more."""
         part = self.sources.cache.repo_dir(repo) / "blobs" / f"{old_sha256}{PART_SUFFIX}"
-        remove_log(part)  # a segmented part's record of its ranges
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
-            log.info("removed the part of the old version: %s", part)
+        for one in (part, segmented_part(part)):
+            with contextlib.suppress(FileNotFoundError):
+                one.unlink()  # the part first: a log left alone claims nothing of a file that is not there
+                log.info("removed the part of the old version: %s", one)
+            remove_log(one)
 
     def _progress(self, job: Job) -> Progress:
         meter = SpeedMeter()

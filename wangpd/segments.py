@@ -23,9 +23,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOG_SUFFIX", "Assignment", "Ranges", "Scheduler", "append_log", "read_log", "remove_log", "write_log"]
+__all__ = [
+    "LOG_SUFFIX",
+    "SEGMENTED_SUFFIX",
+    "Assignment",
+    "Ranges",
+    "Scheduler",
+    "append_log",
+    "read_log",
+    "remove_log",
+    "segmented_part",
+    "write_log",
+]
 
 LOG_SUFFIX = ".ranges"
+# A segmented part's own suffix, beside the ``.incomplete`` huggingface_hub and the single stream use: hf resumes a
+# ``.incomplete`` by appending at its length, which a part with holes must never get.
+SEGMENTED_SUFFIX = ".wangpd-segments"
 # A piece with less than twice MIN_SPLIT left is not split again: the connection it takes from drops what it has in
 # flight past the split, and a new request costs a round trip. A slow connection's piece (under half the others'
 # median speed) is split down to SLOW_MIN_SPLIT, so it never finishes a download alone.
@@ -171,6 +185,11 @@ class Scheduler:
 
 
 # ---- the log beside the part --------------------------------------------------------------------------------------
+
+
+def segmented_part(incomplete: Path) -> Path:
+    """Where the segmented download of ``<name>.incomplete`` keeps its bytes: ``<name>.wangpd-segments``."""
+    return incomplete.with_name(incomplete.name.removesuffix(".incomplete") + SEGMENTED_SUFFIX)
 
 
 def log_path(part: Path) -> Path:

@@ -30,6 +30,7 @@ from wangpd.hub import Hub
 from wangpd.limiter import RateLimiter
 from wangpd.models import FileMeta
 from wangpd.paths import PART_SUFFIX, fsync_dir, unique_temp_name
+from wangpd.segments import segmented_part
 from wangpd.units import format_bytes
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ async def fetch_to_cache(
             found = cache.find_cached(repo, revision, path, meta=file_meta)
             if found is not None:  # another job finished it while we waited
                 return FetchResult(path=found, meta=file_meta, fetched=0, cached=True)
-            have = _bytes_on_disk(paths.incomplete)
+            have = max(_bytes_on_disk(paths.incomplete), _bytes_on_disk(segmented_part(paths.incomplete)))
             _check_space(paths.blob.parent, max(0, (file_meta.size or 0) - have), config.free_space_reserve)
             result = await download(
                 file_meta,
