@@ -393,3 +393,28 @@ def test_an_emptied_repo_keeps_its_snapshots_folder_while_another_download_is_in
     repo = cache / "models--Org--Repo"
     assert part.exists() and (repo / "snapshots").is_dir(), "a repo folder without snapshots/ is corrupt"
     assert not (repo / "refs" / "main").exists(), "the ref to the removed commit goes"
+
+
+def test_a_folder_of_links_goes_whole_and_one_holding_a_users_file_stays(tmp_path: Path) -> None:
+    root, cache = tmp_path / "wan", tmp_path / "hub"
+    folder = root / "ckpts" / "encoder"
+    (folder / "sub").mkdir(parents=True)
+    blob_a, snap_a = cache_file(cache, "a.json", b"a" * 5000)
+    blob_b, snap_b = cache_file(cache, "b.bin", b"b" * 7000)
+    (folder / "a.json").symlink_to(snap_a)
+    (folder / "sub" / "b.bin").symlink_to(snap_b)
+    records = [*prune.made_blob(snap_a, "Org/Repo", 1), *prune.made_blob(snap_b, "Org/Repo", 1)]
+    records.append(prune.made_folder(folder, 1))
+    named = {"ckpts/encoder": ("x",)}
+    base = dataclasses.replace(wants(root, named), folders=frozenset({"ckpts/encoder"}))
+    found = prune.survey(base, records, hf_cache=cache, invokeai=None)
+    [row] = found.rows
+    assert (row.kind, row.made) == ("folder", True)
+    assert set(row.removes) >= {str(folder), str(blob_a), str(blob_b)}
+
+    (folder / "notes.txt").write_text("the user's")  # put into wangpd's folder afterwards
+    found = prune.survey(base, records, hf_cache=cache, invokeai=None)
+    [row] = found.rows
+    assert not row.made and row.note, "changed since wangpd made it: not its to remove"
+    removed, _ = prune.remove(found.removal(found.rows), found.ours, found.cache_root)
+    assert removed == [] and (folder / "notes.txt").exists() and blob_a.exists()
