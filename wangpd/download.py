@@ -779,6 +779,8 @@ async def _segmented(
             if on_segments is not None:
                 on_segments([(a.start, a.end, a.position) for a in scheduler.running])
 
+        ended = asyncio.Event()
+
         async def connection() -> None:
             nonlocal fetched
             while True:
@@ -786,7 +788,10 @@ async def _segmented(
                 if piece is None:
                     if not scheduler.may_split_later():
                         return
-                    await asyncio.sleep(0.25)  # a piece still running may yet prove slow: then take half of it
+                    # A piece still running may yet prove slow (then take half of it); a piece ending wakes us, so
+                    # the last one's end is not followed by a wait.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), 0.25)
                     continue
                 try:
                     async with slots if slots is not None else contextlib.nullcontext():
@@ -807,6 +812,8 @@ async def _segmented(
                     await asyncio.sleep(min(5.0, 0.2 * 2 ** min(len(errors), 5)))
                 finally:
                     scheduler.done(piece)
+                    ended.set()  # wakes the connections waiting for a piece to split, then re-arms
+                    ended.clear()
 
         missing = size - part.ranges.total
         count = max(1, min(connections, -(-missing // segment_size)))  # no more connections than pieces
