@@ -61,6 +61,60 @@ _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+class _Pace:
+    """How much one response is read at a time, and whether it keeps a minimum speed.
+
+    Under a limit, small reads keep the shaping smooth at 100 ms scale (a 2 MiB read at 5 MiB/s would be 400 ms of
+    silence); unlimited, big reads keep the per-byte overhead low. Bytes that trickle in keep each read alive; over
+    a whole ``stall_timeout`` window they must reach ``min_speed`` (never more than a quarter of the limit in
+    force, so a low limit is no "stall").
+    """
+
+    def __init__(self, limiter: RateLimiter, chunk_size: int, stall_timeout: float, min_speed: int) -> None:
+        self.limiter, self.chunk_size, self.stall_timeout, self.min_speed = (
+            limiter,
+            chunk_size,
+            stall_timeout,
+            min_speed,
+        )
+        self.loop = asyncio.get_running_loop()
+        self.window_start, self.window_bytes = self.loop.time(), 0
+
+    def read_size(self) -> int:
+        rate = self.limiter.rate
+        return self.chunk_size if not rate else min(self.chunk_size, max(_MIN_PIECE, rate // 100))
+
+    def too_slow(self, nbytes: int) -> str | None:
+        """After ``nbytes`` more: at the end of a window under the floor, what was seen (for the error message)."""
+        self.window_bytes += nbytes
+        elapsed = self.loop.time() - self.window_start
+        if not self.min_speed or elapsed < self.stall_timeout:
+            return None
+        rate = self.limiter.rate
+        floor = min(self.min_speed, rate // 4) if rate else self.min_speed
+        speed = self.window_bytes / elapsed
+        self.window_start, self.window_bytes = self.loop.time(), 0
+        if speed >= floor:
+            return None
+        return f"{format_bytes(int(speed))}/s over {elapsed:.0f} s (download.min_speed {format_bytes(floor)}/s)"
+
+
+def _pwrite_all(fd: int, pieces: list[bytes], offset: int) -> int:
+    """Write ``pieces`` at ``offset`` (never joined: that would copy them), going on after a short write; returns
+    the offset after them."""
+    views = [memoryview(piece) for piece in pieces]
+    position = offset
+    while views:
+        written = os.pwritev(fd, views, position)
+        position += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+    return position
+
+
 @dataclass(frozen=True)
 class Downloaded:
     """Result of :func:`download`: the whole file's digest and size, and how many bytes this call fetched."""
@@ -369,15 +423,11 @@ async def _stream(
             else:
                 raise TransferError(f"{meta.url}: unexpected HTTP status {response.status}", retryable=True)
             received = part.length  # the part, then every byte of this response (the writer lags behind)
-            window_start, window_bytes = loop.time(), 0
+            pace = _Pace(limiter, chunk_size, stall_timeout, min_speed)
             try:
                 while True:
-                    # Under a limit, small reads keep the shaping smooth at 100 ms scale (a 2 MiB read at 5 MiB/s
-                    # would be 400 ms of silence); unlimited, big reads keep the per-byte overhead low.
-                    rate = limiter.rate
-                    most = chunk_size if not rate else min(chunk_size, max(_MIN_PIECE, rate // 100))
                     async with asyncio.timeout(stall_timeout):
-                        piece = await response.content.read(most)
+                        piece = await response.content.read(pace.read_size())
                     if not piece:
                         break
                     received += len(piece)
@@ -388,19 +438,9 @@ async def _stream(
                     fetched += len(piece)
                     await limiter.acquire(len(piece))
                     await writer.add(piece)
-                    window_bytes += len(piece)
-                    elapsed = loop.time() - window_start
-                    if min_speed and elapsed >= stall_timeout:
-                        # Bytes that trickle in keep each read alive; over a whole window they must reach a minimum
-                        # (never more than a quarter of the limit in force, so a low limit is no "stall").
-                        floor = min(min_speed, limiter.rate // 4) if limiter.rate else min_speed
-                        if window_bytes / elapsed < floor:
-                            raise TransferError(
-                                f"{meta.url}: too slow, {format_bytes(int(window_bytes / elapsed))}/s over "
-                                f"{elapsed:.0f} s (download.min_speed {format_bytes(floor)}/s); reconnecting",
-                                retryable=True,
-                            )
-                        window_start, window_bytes = loop.time(), 0
+                    slow = pace.too_slow(len(piece))
+                    if slow:
+                        raise TransferError(f"{meta.url}: too slow, {slow}; reconnecting", retryable=True)
             finally:
                 # Runs on errors too: every byte that arrived is kept, so the next attempt resumes after it.
                 await writer.flush()
@@ -515,16 +555,7 @@ class _SegmentedPart:
             self._write(offset, pieces)
 
     def _write(self, offset: int, pieces: list[bytes]) -> None:
-        views = [memoryview(piece) for piece in pieces]
-        position = offset
-        while views:
-            written = os.pwritev(self.fd, views, position)
-            position += written
-            while views and written >= len(views[0]):  # a short write: go on after what was taken
-                written -= len(views[0])
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
+        position = _pwrite_all(self.fd, pieces, offset)
         with self.lock:
             self.ranges.add(offset, position)
             append_log(self.log_fd, offset, position)  # only after the bytes are the kernel's: a kill loses none
@@ -602,11 +633,7 @@ class _SegmentedPart:
 
     def overwrite(self, offset: int, data: bytes) -> None:
         with self._using():
-            view, position = memoryview(data), offset
-            while view:
-                written = os.pwrite(self.fd, view, position)
-                position += written
-                view = view[written:]
+            _pwrite_all(self.fd, [data], offset)
 
     def finish(self) -> None:
         """All bytes are there: hashed to the end and fsynced."""
@@ -640,7 +667,6 @@ async def _fetch_range(
 ) -> int:
     """Stream ``[piece.position, piece.end)`` of ``meta.location``, handing ``write(offset, pieces)`` each chunk;
     stops early when the piece is shortened (split) under it. Returns the bytes fetched."""
-    loop = asyncio.get_running_loop()
     url = meta.location
     on_hub = bool(meta.url) and same_origin(url, meta.url)
     start = piece.position
@@ -690,13 +716,11 @@ async def _fetch_range(
             match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
             if response.status != 206 or not match or int(match.group(1)) != start:
                 raise TransferError(f"{meta.url}: server sent the wrong byte range", retryable=True)
-            window_start, window_bytes = loop.time(), 0
+            pace = _Pace(limiter, chunk_size, stall_timeout, min_speed)
             try:
                 while piece.position + buffered_len < piece.end:
-                    rate = limiter.rate
-                    most = chunk_size if not rate else min(chunk_size, max(_MIN_PIECE, rate // 100))
                     async with asyncio.timeout(stall_timeout):
-                        data = await response.content.read(most)
+                        data = await response.content.read(pace.read_size())
                     if not data:
                         break
                     fetched += len(data)
@@ -705,17 +729,11 @@ async def _fetch_range(
                     buffered_len += len(data)
                     if buffered_len >= chunk_size:
                         await flush()
-                    window_bytes += len(data)
-                    elapsed = loop.time() - window_start
-                    if min_speed and elapsed >= stall_timeout:
-                        floor = min(min_speed, limiter.rate // 4) if limiter.rate else min_speed
-                        if window_bytes / elapsed < floor:
-                            raise TransferError(
-                                f"{meta.url}: a connection is too slow, {format_bytes(int(window_bytes / elapsed))}"
-                                f"/s over {elapsed:.0f} s; its piece goes to another",
-                                retryable=True,
-                            )
-                        window_start, window_bytes = loop.time(), 0
+                    slow = pace.too_slow(len(data))
+                    if slow:
+                        raise TransferError(
+                            f"{meta.url}: a connection is too slow, {slow}; its piece goes to another", retryable=True
+                        )
             finally:
                 await flush()  # every byte that arrived is kept
     except TimeoutError:
