@@ -572,11 +572,10 @@ class Keeper:
             for wanted in wanted_list:
                 needed.update((wanted.local, *wanted.lookup))
         root = catalog.wan2gp_dir
-        active = self.store.list_jobs(sorted(ACTIVE))
+        jobs = self.store.list_jobs()
+        active = [job for job in jobs if job.state in ACTIVE]
         needed.update(self._local_of(job.target) for job in active)
-        protected = {job.id for job in active} | {
-            job.id for job in self.store.list_jobs() if self._local_of(job.target) in needed
-        }
+        protected = {job.id for job in active} | {job.id for job in jobs if self._local_of(job.target) in needed}
         gone: dict[str, set[str]] = {}
         for model_type, entry in remembered.items():
             if entry.kept and model_type not in catalog.models:

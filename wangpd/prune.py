@@ -279,9 +279,18 @@ class Survey:
     ours: dict[str, Made]
     leads: dict[tuple[int, int], set[str]]
     cache_root: str
+    # Learnt once for every removal planned from this survey (one a row, then the chosen ones), not per plan.
+    _blob_of_inode: dict[tuple[int, int], str] | None = field(default=None, repr=False)
+    _snapshots_of: dict[str, dict[str, list[str]]] = field(default_factory=dict, repr=False)
 
     def removal(self, rows: Sequence[Unused]) -> Removal:
-        return plan_removal(rows, self.ours, self.leads, self.cache_root)
+        if self._blob_of_inode is None:
+            self._blob_of_inode = {}
+            for record in self.ours.values():
+                info = _blocks(record.path) if record.kind == "blob" else None
+                if info is not None:
+                    self._blob_of_inode[info[0]] = record.path
+        return plan_removal(rows, self.ours, self.leads, self.cache_root, self._blob_of_inode, self._snapshots_of)
 
 
 def survey(
@@ -392,18 +401,18 @@ def _snapshot_links(repo_dir: str) -> dict[str, list[str]]:
 
 
 def plan_removal(
-    rows: Sequence[Unused], ours: Mapping[str, Made], leads: Mapping[tuple[int, int], set[str]], cache_root: str
+    rows: Sequence[Unused],
+    ours: Mapping[str, Made],
+    leads: Mapping[tuple[int, int], set[str]],
+    cache_root: str,
+    blob_of_inode: Mapping[tuple[int, int], str],
+    snapshots_of: dict[str, dict[str, list[str]]],
 ) -> Removal:
     """What removing ``rows`` (all wangpd's) takes: their links and folders, then each blob they lead to (or that a
     row names) once nothing else uses it, with its snapshot links; and the bytes freed (an inode counts when every
     link to it goes). A blob another snapshot, another Wan2GP path or an unknown hard link uses stays, even when
-    a row names it."""
-    blob_of_inode: dict[tuple[int, int], str] = {}
-    for record in ours.values():
-        if record.kind == "blob":
-            info = _blocks(record.path)
-            if info is not None:
-                blob_of_inode[info[0]] = record.path
+    a row names it. ``blob_of_inode``: wangpd's blobs by inode; ``snapshots_of``: a cache of each repo's snapshot
+    links, filled as needed."""
     paths = [row.path for row in rows if row.made and row.kind != "blob"]
     going = set(paths)
     going_files = {f for p in paths for f in _walk_files(p)}
@@ -412,7 +421,6 @@ def plan_removal(
         info = _blocks(file)
         if info is not None and info[0] in blob_of_inode:  # a symlink to it, or a hard link (same inode)
             candidates.append(blob_of_inode[info[0]])
-    snapshots_of: dict[str, dict[str, list[str]]] = {}
     blobs: list[str] = []
     for blob in dict.fromkeys(candidates):
         record = ours.get(blob)
