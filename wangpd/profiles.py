@@ -40,6 +40,25 @@ def _load(path: Path) -> object:
     return json.loads(read_regular(path, _MAX_BYTES)[0].decode("utf-8"))
 
 
+def _listed(directory: Path, suffix: str) -> list[str]:
+    """The names of the regular files in ``directory`` ending in ``suffix``, sorted; raises OSError."""
+    with os.scandir(directory) as entries:
+        return sorted(e.name for e in entries if e.name.endswith(suffix) and e.is_file())
+
+
+def _read(path: Path, what: str, problems: list[str]) -> object | None:
+    """The JSON in ``path``, or None with the problem noted (the file is skipped, nothing else)."""
+    try:
+        return _load(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problems.append(f"{path}: not a readable {what} ({exc}); skipped")
+        return None
+
+
+def _urls(entries: list[object]) -> tuple[str, ...]:
+    return tuple(u for u in entries if isinstance(u, str) and u.startswith(("http://", "https://")))
+
+
 def read_profiles(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, list[ProfileFile]], list[str]]:
     """The profiles of each folder under ``profiles/`` (sorted by name), and the problems found."""
     found: dict[str, list[ProfileFile]] = {}
@@ -47,7 +66,7 @@ def read_profiles(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, l
     for folder in dict.fromkeys(folders):
         directory = Path(wan2gp_dir) / PROFILES_DIR / folder
         try:
-            names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(".json") and e.is_file())
+            names = _listed(directory, ".json")
         except FileNotFoundError:
             continue  # an older or newer Wan2GP without this folder
         except OSError as exc:
@@ -56,18 +75,14 @@ def read_profiles(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, l
         profiles = found.setdefault(folder, [])
         for name in names:
             path = directory / name
-            try:
-                data = _load(path)
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                problems.append(f"{path}: not a readable profile ({exc}); skipped")
-                continue
+            data = _read(path, "profile", problems)
             loras = data.get("activated_loras") if isinstance(data, dict) else None
             if loras is None:
-                continue  # a profile of settings only
+                continue  # unreadable, or a profile of settings only
             if not isinstance(loras, list) or not all(isinstance(u, str) for u in loras):
                 problems.append(f"{path}: activated_loras: expected a list of URLs; skipped")
                 continue
-            urls = tuple(u for u in loras if u.startswith(("http://", "https://")))
+            urls = _urls(loras)
             if urls:
                 profiles.append(ProfileFile(f"{folder}/{name[: -len('.json')]}", path, urls))
     return found, problems
@@ -82,21 +97,15 @@ def read_lsets(wan2gp_dir: Path, folders: Iterable[str]) -> tuple[dict[str, list
     for folder in dict.fromkeys(folders):
         directory = Path(wan2gp_dir) / folder
         try:
-            names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(".lset") and e.is_file())
+            names = _listed(directory, ".lset")
         except OSError:
             continue  # no LoRA folder yet: nothing saved in it
         presets = found.setdefault(folder, [])
         for name in names:
             path = directory / name
-            try:
-                data = _load(path)
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                problems.append(f"{path}: not a readable .lset ({exc}); skipped")
-                continue
+            data = _read(path, ".lset", problems)
             loras = data.get("loras") if isinstance(data, dict) else None
-            if not isinstance(loras, list):
-                continue
-            urls = tuple(u for u in loras if isinstance(u, str) and u.startswith(("http://", "https://")))
+            urls = _urls(loras) if isinstance(loras, list) else ()
             if urls:
                 presets.append(ProfileFile(f"{Path(folder).name}/{name}", path, urls))
     return found, problems
