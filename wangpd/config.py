@@ -21,7 +21,7 @@ import yaml
 
 from wangpd import protocol
 from wangpd.errors import ConfigError
-from wangpd.units import parse_duration, parse_rate, parse_size
+from wangpd.units import format_bytes, parse_duration, parse_rate, parse_size
 
 __all__ = [
     "AutoQueueConfig",
@@ -352,18 +352,6 @@ def _path_list(value: Any) -> tuple[Path, ...]:
     return tuple(_path(item) for item in _str_list(value))
 
 
-def _size_at_least(minimum: int) -> Converter:
-    """A size of at least ``minimum`` bytes (a tiny segment would mean millions of requests)."""
-
-    def convert(value: Any) -> int:
-        size = parse_size(value)
-        if size < minimum:
-            raise ValueError(f"{value!r} is below the minimum of {minimum // (1 << 20)}MiB")
-        return size
-
-    return convert
-
-
 def _group(value: Any) -> str | None:
     name = _str(value)
     if not name:
@@ -382,14 +370,17 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
-def _at_least(minimum: float) -> Callable[[Any], float]:
-    """A duration no shorter than ``minimum``: a loop run every microsecond takes a whole core for nothing."""
+def _at_least(
+    minimum: float, parse: Callable[[Any], float] = parse_duration, show: Callable[[float], str] = "{:g} s".format
+) -> Converter:
+    """A duration (or, with ``parse`` and ``show``, another quantity) no less than ``minimum``: a loop run every
+    microsecond takes a whole core for nothing, a 1-byte segment means millions of requests."""
 
     def convert(value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds < minimum:
-            raise ValueError(f"must be at least {minimum:g} s, got {seconds:g} s")
-        return seconds
+        amount = parse(value)
+        if amount < minimum:
+            raise ValueError(f"must be at least {show(minimum)}, got {show(amount)}")
+        return amount
 
     return convert
 
@@ -509,7 +500,7 @@ _CONVERTERS: dict[str, dict[str, Converter]] = {
         "chunk_size": parse_size,
         "schedule": _schedule,
         "connections_per_file": _int(1, 32),
-        "segment_size": _size_at_least(1 << 20),
+        "segment_size": _at_least(1 << 20, parse_size, format_bytes),
         "max_connections": _int(1, 256),
     },
     "watch": {
