@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,19 @@ def test_a_stored_limit_that_cannot_be_read_back_is_reset_with_a_warning(daemon_
     assert "cannot be used" not in daemon.log().split("listening on")[-1]  # reset once, not on every start
 
 
+def _check_config(tmp_path: Path, settings: str) -> subprocess.CompletedProcess[str]:
+    """`wangpd check-config` on a config with a Wan2GP folder and ``settings`` (YAML text) after it."""
+    (tmp_path / "wan").mkdir()
+    path = tmp_path / "config.yaml"
+    path.write_text(f"wan2gp_directory: wan\n{settings}")
+    return subprocess.run(
+        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value", "fragment"),
     [
@@ -79,18 +94,7 @@ def test_a_stored_limit_that_cannot_be_read_back_is_reset_with_a_warning(daemon_
 def test_config_numbers_must_be_finite_and_bounded(
     tmp_path: Path, section: str, key: str, value: str, fragment: str
 ) -> None:
-    import subprocess
-    import sys
-
-    (tmp_path / "wan").mkdir()
-    path = tmp_path / "config.yaml"
-    path.write_text(f"wan2gp_directory: wan\n{section}:\n  {key}: {value}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _check_config(tmp_path, f"{section}:\n  {key}: {value}\n")
     assert result.returncode == 78, result
     assert result.stderr.count("\n") == 1 and f"{section}.{key}" in result.stderr and fragment in result.stderr
 
@@ -102,32 +106,20 @@ def test_config_numbers_must_be_finite_and_bounded(
         ("daemon", "status_interval", "0.000001", "at least 0.05 s"),
         ("watch", "poll_interval", "0.001", "at least 0.05 s"),
         ("download", "stall_timeout", "0.01", "at least 0.5 s"),
+        ("download", "segment_size", "512KiB", "at least 1.0 MiB"),
         ("daemon", "socket", "/tmp/" + "s" * 120 + ".sock", "a Unix socket path has 107 at most"),
     ],
 )
 def test_config_values_that_would_spin_or_cannot_work_are_refused(
     tmp_path: Path, section: str, key: str, value: str, fragment: str
 ) -> None:
-    import subprocess
-    import sys
-
-    (tmp_path / "wan").mkdir()
-    path = tmp_path / "config.yaml"
-    path.write_text(f"wan2gp_directory: wan\n{section}:\n  {key}: '{value}'\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "wangpd", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _check_config(tmp_path, f"{section}:\n  {key}: '{value}'\n")
     assert result.returncode == 78 and f"{section}.{key}" in result.stderr and fragment in result.stderr, result
 
 
 @pytest.mark.parametrize("case", ["a file where the state directory goes", "a file where the socket folder goes"])
 def test_a_state_or_socket_folder_that_cannot_be_used_is_one_line_and_exit_1(tmp_path: Path, case: str) -> None:
     import os
-    import subprocess
-    import sys
 
     (tmp_path / "wan").mkdir()
     state = tmp_path / "state"
