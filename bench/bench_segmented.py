@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +30,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_transfer import CountingLimiter, cpu_children, cpu_self, fresh_dir  # noqa: E402
+from bench_transfer import (  # noqa: E402
+    ALL_CPUS,
+    CountingLimiter,
+    fresh_dir,
+    hf_download,
+    ours_once,
+    rotate,
+    start_server,
+    tool_env,
+    tool_once,
+)
 
 from wangpd.config import DownloadConfig, HubConfig  # noqa: E402
 from wangpd.hfcache import HFCache  # noqa: E402
 from wangpd.hub import Hub  # noqa: E402
-from wangpd.limiter import RateLimiter  # noqa: E402
 from wangpd.transfer import fetch_to_cache  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-HF_CLI = Path(sys.executable).parent / "hf"
 
 
 def ensure_aria2c() -> str:
@@ -55,72 +61,13 @@ def ensure_aria2c() -> str:
     return shutil.which("aria2c") or "aria2c"
 
 
-def server(size: str, cap: str, client_cpus: set[int]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    command = [sys.executable, str(ROOT / "tests" / "fakehub.py"), "--size", size, "--per-connection-rate", cap]
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) > 1 and shutil.which("taskset"):
-        command = ["taskset", "-c", str(cpus[-1]), *command]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise SystemExit("fake hub did not start")
-    return process, json.loads(line)
-
-
 def config(connections: int) -> DownloadConfig:
     return DownloadConfig(free_space_reserve=0, connections_per_file=connections)
 
 
-async def ours_once(info: dict[str, Any], base: Path, connections: int) -> tuple[float, float]:
-    cache_dir = fresh_dir(base, "ours")
-    hub = Hub(HubConfig(endpoint=info["endpoint"], cache_dir=cache_dir))
-    async with aiohttp.ClientSession() as session:
-        cpu, start = cpu_self(), time.perf_counter()
-        result = await fetch_to_cache(
-            info["repo"], "main", info["path"], hub=hub, cache=HFCache(cache_dir), session=session,
-            limiter=RateLimiter(0), config=config(connections),
-        )  # fmt: skip
-        elapsed, cpu = time.perf_counter() - start, cpu_self() - cpu
-    assert result.meta.sha256 == info["sha256"] and result.path.stat().st_size == info["size"]
-    shutil.rmtree(cache_dir)
-    return elapsed, cpu
-
-
-def tool_once(command: list[str], env: dict[str, str], out_dir: Path) -> tuple[float, float]:
-    cpu, start = cpu_children(), time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    elapsed, cpu = time.perf_counter() - start, cpu_children() - cpu
-    shutil.rmtree(out_dir)
-    return elapsed, cpu
-
-
-def compare(info: dict[str, Any], base: Path, runs: int, tools: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
-    for round_index in range(runs + 1):  # round 0 warms the page cache up and is not counted
-        names = list(tools)
-        names = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for name in names:
-            sample = tools[name]()
-            if round_index:
-                samples[name].append(sample)
-    return {
-        name: (statistics.median(s[0] for s in values), statistics.median(s[1] for s in values))
-        for name, values in samples.items()
-    }
-
-
 def capped_tools(info: dict[str, Any], base: Path, aria2c: str) -> dict[str, Any]:
     url = f"{info['endpoint']}/{info['repo']}/resolve/main/{info['path']}"
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": info["endpoint"],
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HOME": str(base / "hf_home"),
-    }
-    env.pop("HF_TOKEN", None)
+    env = tool_env(info, base)
 
     def aria(connections: int) -> Any:
         def run() -> tuple[float, float]:
@@ -131,15 +78,11 @@ def capped_tools(info: dict[str, Any], base: Path, aria2c: str) -> dict[str, Any
 
         return run
 
-    def hf() -> tuple[float, float]:
-        out = fresh_dir(base, "hf")
-        return tool_once([str(HF_CLI), "download", info["repo"], info["path"], "--cache-dir", str(out)], env, out)
-
     return {
-        "wangpd, 8 connections": lambda: asyncio.run(ours_once(info, base, 8)),
+        "wangpd, 8 connections": lambda: asyncio.run(ours_once(info, base, config(8))),
         "aria2c -x8 -s8": aria(8),
-        "hf download": hf,
-        "wangpd, 1 connection": lambda: asyncio.run(ours_once(info, base, 1)),
+        "hf download": lambda: hf_download(info, base, env),
+        "wangpd, 1 connection": lambda: asyncio.run(ours_once(info, base, config(1))),
     }
 
 
@@ -182,15 +125,15 @@ def main() -> None:
     args = parser.parse_args()
     aria2c = ensure_aria2c()
     base = Path(tempfile.mkdtemp(prefix="wangpd-bench-seg-", dir=args.dir))
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = ALL_CPUS
     client = set(cpus[:-1]) if len(cpus) > 1 else set(cpus)
-    capped, capped_info = server(args.size, args.cap, client)
-    free, free_info = server(args.size, "", client)
-    os.sched_setaffinity(0, client)  # the clients (this process, aria2c, hf) keep off the servers' core
+    # Both on the last CPU; the clients (this process, aria2c, hf) keep to the others.
+    capped, capped_info = start_server(args.size, True, "--per-connection-rate", args.cap)
+    free, free_info = start_server(args.size, True)
     gib = capped_info["size"] / GiB
     rows: list[tuple[str, str]] = []
     try:
-        results = compare(capped_info, base, args.runs, capped_tools(capped_info, base, aria2c))
+        results = rotate(capped_tools(capped_info, base, aria2c), args.runs)
         reference = results["aria2c -x8 -s8"][0]
         for name, (elapsed, cpu) in results.items():
             rows.append(
@@ -201,10 +144,10 @@ def main() -> None:
                 )
             )
         tools = {
-            "before: 1 connection": lambda: asyncio.run(ours_once(free_info, base, 1)),
-            "after: 8 connections": lambda: asyncio.run(ours_once(free_info, base, 8)),
+            "before: 1 connection": lambda: asyncio.run(ours_once(free_info, base, config(1))),
+            "after: 8 connections": lambda: asyncio.run(ours_once(free_info, base, config(8))),
         }
-        results = compare(free_info, base, args.runs, tools)
+        results = rotate(tools, args.runs)
         before_time, before_cpu = results["before: 1 connection"]
         for name, (elapsed, cpu) in results.items():
             rows.append(

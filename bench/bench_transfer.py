@@ -45,6 +45,7 @@ from wangpd.transfer import fetch_to_cache  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+ALL_CPUS = sorted(os.sched_getaffinity(0))
 HF_CLI = Path(sys.executable).parent / "hf"
 
 
@@ -77,9 +78,11 @@ def rss_mb() -> float:
     return 0.0
 
 
-def start_server(size: str, pin: bool = True) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    command = [sys.executable, str(ROOT / "tests" / "fakehub.py"), "--size", size]
-    cpus = sorted(os.sched_getaffinity(0))
+def start_server(size: str, pin: bool = True, *extra: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """The fake Hub in its own process (``extra``: more of its options), on the last CPU when ``pin``; this
+    process keeps to the others."""
+    command = [sys.executable, str(ROOT / "tests" / "fakehub.py"), "--size", size, *extra]
+    cpus = ALL_CPUS  # as at the start: a second server goes to the same CPU as the first
     if pin and len(cpus) > 1 and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpus[-1]), *command]
         os.sched_setaffinity(0, set(cpus[:-1]))  # the client keeps off the server's core
@@ -98,10 +101,11 @@ def fresh_dir(base: Path, name: str) -> Path:
     return path
 
 
-async def ours_once(info: dict[str, Any], base: Path) -> tuple[float, float]:
+async def ours_once(info: dict[str, Any], base: Path, config: DownloadConfig | None = None) -> tuple[float, float]:
+    """One fetch_to_cache of the served file into a fresh cache: (seconds, CPU seconds)."""
     cache_dir = fresh_dir(base, "ours")
     hub = Hub(HubConfig(endpoint=info["endpoint"], cache_dir=cache_dir))
-    config = DownloadConfig(free_space_reserve=0)
+    config = config or DownloadConfig(free_space_reserve=0)
     async with aiohttp.ClientSession() as session:
         cpu, start = cpu_self(), time.perf_counter()
         result = await fetch_to_cache(
@@ -122,8 +126,8 @@ def tool_once(command: list[str], env: dict[str, str], out_dir: Path) -> tuple[f
     return elapsed, cpu
 
 
-def unshaped(info: dict[str, Any], base: Path, runs: int) -> dict[str, tuple[float, float]]:
-    url = f"{info['endpoint']}/{info['repo']}/resolve/main/{info['path']}"
+def tool_env(info: dict[str, Any], base: Path) -> dict[str, str]:
+    """The environment the other tools run in: the fake Hub, plain HTTP (no Xet), no token, no progress bars."""
     env = {
         **os.environ,
         "HF_ENDPOINT": info["endpoint"],
@@ -133,6 +137,36 @@ def unshaped(info: dict[str, Any], base: Path, runs: int) -> dict[str, tuple[flo
         "HF_HOME": str(base / "hf_home"),
     }
     env.pop("HF_TOKEN", None)
+    return env
+
+
+def hf_download(info: dict[str, Any], base: Path, env: dict[str, str]) -> tuple[float, float]:
+    out = fresh_dir(base, "hf")
+    return tool_once([str(HF_CLI), "download", info["repo"], info["path"], "--cache-dir", str(out)], env, out)
+
+
+def rotate(tools: dict[str, Any], runs: int) -> dict[str, tuple[float, float]]:
+    """Each tool ``runs`` times, the order rotating; median (seconds, CPU seconds) per tool.
+
+    Round 0 is a discarded warm-up: on a VM, the first write into never-touched page-cache memory runs ~10x
+    slower than later writes into recycled pages, and whoever goes first would pay for it."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
+    for round_index in range(runs + 1):
+        names = list(tools)
+        names = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for name in names:
+            sample = tools[name]()
+            if round_index:
+                samples[name].append(sample)
+    return {
+        name: (statistics.median(s[0] for s in values), statistics.median(s[1] for s in values))
+        for name, values in samples.items()
+    }
+
+
+def unshaped(info: dict[str, Any], base: Path, runs: int) -> dict[str, tuple[float, float]]:
+    url = f"{info['endpoint']}/{info['repo']}/resolve/main/{info['path']}"
+    env = tool_env(info, base)
 
     def ours() -> tuple[float, float]:
         return asyncio.run(ours_once(info, base))
@@ -148,24 +182,10 @@ def unshaped(info: dict[str, Any], base: Path, runs: int) -> dict[str, tuple[flo
         return tool_once(["bash", "-c", script], env, out)
 
     def hf() -> tuple[float, float]:
-        out = fresh_dir(base, "hf")
-        return tool_once([str(HF_CLI), "download", info["repo"], info["path"], "--cache-dir", str(out)], env, out)
+        return hf_download(info, base, env)
 
     tools = {"wangpd": ours, "curl": curl, "curl | tee | sha256sum": curl_sha, "hf download": hf}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in tools}
-    # Round 0 is a discarded warm-up: on a VM, the first write into never-touched page-cache memory runs ~10x
-    # slower than later writes into recycled pages, and whoever goes first would pay for it. The order rotates.
-    for round_index in range(runs + 1):
-        names = list(tools)
-        names = names[round_index % len(names) :] + names[: round_index % len(names)]
-        for name in names:
-            sample = tools[name]()
-            if round_index:
-                samples[name].append(sample)
-    return {
-        name: (statistics.median(s[0] for s in values), statistics.median(s[1] for s in values))
-        for name, values in samples.items()
-    }
+    return rotate(tools, runs)
 
 
 async def shaped(
