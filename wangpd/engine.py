@@ -264,7 +264,7 @@ class Engine:
                 else:
                     self.sources.remember(meta)
                     job = self.store.set_job_fields(job.id, size=meta.size, sha256=job.sha256 or meta.sha256)
-            if self.sources.library_candidate(job.size) and not self.sources.linkable_from_cache(job):
+            if self.sources.library_candidate(job.size) and not self.sources.in_cache(job.repo, job.revision, job.path):
                 # A library file of the same size: worth one metadata request for the Hub's sha256 now (the
                 # stored one may be stale), and worth hashing the candidates (each at most once).
                 if meta is None:

@@ -21,7 +21,7 @@ from wangpd.hfcache import HFCache
 from wangpd.hub import Hub
 from wangpd.invokeai import InvokeAIIndex
 from wangpd.libraries import LibraryIndex
-from wangpd.models import FileMeta, Job, WantedFile
+from wangpd.models import FileMeta, WantedFile
 from wangpd.store import Store
 
 __all__ = ["Sources"]
@@ -78,11 +78,11 @@ class Sources:
         """Where a wanted file already is without downloading: ``"hf-cache"``, ``"invokeai"``, ``"library"`` (a
         library file already hashed to the Hub's sha256; planning never reads a file), or None."""
         if wanted.repo and not wanted.whole_folder:
-            try:
-                if self.cache.find_cached(wanted.repo, wanted.revision, wanted.path_in_repo) is not None:
-                    return "hf-cache"
-            except ValueError:  # a path the cache refuses (e.g. '..'): the download will fail with the reason
+            cached = self.in_cache(wanted.repo, wanted.revision, wanted.path_in_repo)
+            if cached is None:  # a path the cache refuses (e.g. '..'): the download will fail with the reason
                 return None
+            if cached:
+                return "hf-cache"
             if self.invokeai.find(wanted.repo, wanted.path_in_repo, wanted.url, None) is not None:
                 return "invokeai"
             known = self._hub_hashes.get((wanted.repo, wanted.revision, wanted.path_in_repo))
@@ -114,12 +114,13 @@ class Sources:
         )
         return count
 
-    def linkable_from_cache(self, job: Job) -> bool:
-        """The job's file is complete in the HF cache already: that is the first place to take it from."""
+    def in_cache(self, repo: str, revision: str, path: str) -> bool | None:
+        """Whether the file is complete in the HF cache (the first place to take it from); None for a path the
+        cache refuses."""
         try:
-            return self.cache.find_cached(job.repo, job.revision, job.path) is not None
+            return self.cache.find_cached(repo, revision, path) is not None
         except ValueError:
-            return False
+            return None
 
     def library_candidate(self, size: int | None) -> bool:
         """Whether some library file has exactly this size (cheap: no disk access): only then is a library
