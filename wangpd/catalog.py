@@ -392,7 +392,7 @@ class _Extras:
             files = []
             for url in profile.urls:
                 try:
-                    files.append(self._lora(d, f"{profile.path}", url, None, "profile_lora", model.lora_dir))
+                    files.append(self._lora(d, str(profile.path), url, None, "profile_lora", model.lora_dir))
                 except DefinitionError as exc:
                     warnings.append(f"profile {profile.name}: {exc}")
             used = bool(files) and all(f.url in picked_urls for f in files)

@@ -442,10 +442,13 @@ class Keeper:
 
     # ---- what users ask ------------------------------------------------------------------------------------------
 
-    def _select(self, catalog: Catalog, patterns: Sequence[str]) -> list[str]:
+    def _select(self, catalog: Catalog, patterns: Sequence[str], also: Iterable[str] = ()) -> list[str]:
+        """The model types (of the catalog, and ``also``: e.g. remembered ones whose definition is gone) each glob
+        matches, in pattern order without repeats; NotFound for a glob that matches none."""
+        names = sorted(set(catalog.models) | set(also))
         selected: list[str] = []
         for pattern in patterns:
-            found = [t for t in sorted(catalog.models) if fnmatch.fnmatchcase(t, pattern)]
+            found = [t for t in names if fnmatch.fnmatchcase(t, pattern)]
             if not found:
                 raise NotFound(f"no model type matches {pattern!r} (see `wangpctl models --all`)")
             selected += [t for t in found if t not in selected]
@@ -625,13 +628,7 @@ class Keeper:
         remembered = self.store.keep_set()
         selected: list[str] = []
         if patterns:
-            catalog = self.catalog or (await self.current())[0]
-            known = set(catalog.models) | set(remembered)
-            for pattern in patterns:
-                hits = sorted(t for t in known if fnmatch.fnmatchcase(t, pattern))
-                if not hits:
-                    raise NotFound(f"no model type matches {pattern!r} (see `wangpctl models --all`)")
-                selected += [t for t in hits if t not in selected]
+            selected = self._select(self.catalog or (await self.current())[0], patterns, remembered)
         also = {t: remembered[t].files for t in selected if t in remembered}
         dropped: dict[str, Any] | None = None
         if selected and not dry_run:
@@ -797,13 +794,7 @@ class Keeper:
             raise InvalidParams("name at least one model type")
         remembered = self.store.keep_set()
         catalog = self.catalog or (await self.current())[0]
-        known = set(catalog.models) | set(remembered)
-        selected: list[str] = []
-        for pattern in patterns:
-            found = sorted(t for t in known if fnmatch.fnmatchcase(t, pattern))
-            if not found:
-                raise NotFound(f"no model type matches {pattern!r} (see `wangpctl models --all`)")
-            selected += [t for t in found if t not in selected]
+        selected = self._select(catalog, patterns, remembered)
         for model_type in selected:
             self.store.refuse(model_type, "dropped")
             self.tracked.pop(model_type, None)
